@@ -1,0 +1,12 @@
+"""Type aliases shared by every module."""
+
+from typing import Any, Callable, Union
+
+import jax
+
+Array = jax.Array
+PRNGKey = jax.Array  # a typed key from ``jax.random.key(seed)``
+Params = Any  # a pytree of arrays, e.g. {"W": (K, D), "b": (K,)}
+Scalar = Union[float, int, jax.Array]
+Schedule = Callable[[Array], Array]  # step (int) -> learning rate
+ScalarOrSchedule = Union[Scalar, Schedule]
