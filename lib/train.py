@@ -1,0 +1,509 @@
+"""Training: a jitted epoch, a pure ``fit`` to vmap over hyperparameters and seeds, and
+``train_and_evaluate(config, workdir)`` for the experiments.
+
+Structure that changes the shapes or the program (model, loss, optimizer, schedule, hidden
+size, epochs, batch size) lives in a frozen :class:`Setup`; every number that does not
+(learning rate, reg, mu, betas, decay rates, dropout, EMA decay, ...) is a scalar in the
+``hparams`` dict, so one compiled program serves every value and ``jax.vmap`` over a batch
+of hparams (or of keys) trains many models at once on shared data.
+
+One epoch is one ``lax.scan`` over minibatches drawn on the device from a per-epoch
+permutation (``fold_in(key, epoch)``); the host reads the metrics once per epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lib import checkpoints, data, losses, metrics, plots, scores, updates
+from lib.types import Array, Params, PRNGKey
+
+MODELS = ("linear", "two_layer")
+LOSSES = ("hinge", "softmax")
+FULL_BATCH = ("lbfgs", "newton")  # one full-batch iteration per epoch
+SCHEDULES = ("constant", "exponential", "inverse_time", "step")
+
+# Every scalar hyperparameter that may be traced (and so vmapped over), with its default.
+DEFAULT_HPARAMS = {
+    "learning_rate": 1e-2,  # update rules
+    "reg": 0.0,             # L2 strength: loss += reg * sum(W**2)
+    "mu": 0.9,              # momentum, nesterov
+    "beta1": 0.9,           # adam
+    "beta2": 0.999,         # adam
+    "decay_rate": 0.99,     # rmsprop cache decay
+    "eps": 1e-8,            # adagrad, rmsprop, adam
+    "damping": 0.0,         # newton
+    "dropout": 0.0,         # two_layer: probability of dropping a hidden unit
+    "lr_decay": 0.5,        # step schedule: factor applied every `schedule_every` epochs
+    "lr_k": 0.1,            # exponential (lr0 e^{-k t}) and 1/t (lr0 / (1 + k t)) schedules, t in epochs
+    "ema_decay": 0.0,       # running average of the weights (used when Setup.ema)
+}
+HPARAMS = tuple(DEFAULT_HPARAMS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """The static structure of a training run (hashable; changing it recompiles)."""
+
+    num_features: int
+    num_classes: int
+    model: str = "linear"
+    hidden: int = 100
+    loss: str = "softmax"
+    margin: float = 1.0
+    optimizer: str = "sgd"
+    schedule: str = "constant"
+    schedule_every: int = 1   # epochs between step decays
+    num_epochs: int = 10
+    batch_size: int = 200
+    ema: bool = False         # keep a running average of the weights
+    train_eval_size: int = 1000  # training examples scored for the per-epoch train accuracy
+
+
+class Data(NamedTuple):
+    """Training and validation arrays, on the device and shared by every vmapped run."""
+
+    x_train: Array
+    y_train: Array
+    x_val: Array
+    y_val: Array
+
+
+class TrainState(NamedTuple):
+    """Everything a run carries from one epoch to the next (and checkpoints).
+
+    Attributes:
+      params: the model parameters.
+      opt_state: the update rule's state.
+      ema: the debiased running average of the params (``()`` without EMA).
+      ema_state: optax.ema's state (``()`` without EMA).
+      key: the run's training key; epoch e draws from ``fold_in(key, e)``.
+      epoch: epochs completed (int32).
+    """
+
+    params: Params
+    opt_state: Any
+    ema: Any
+    ema_state: Any
+    key: PRNGKey
+    epoch: Array
+
+
+def _check_name(kind: str, name: str, valid) -> None:
+    if name not in valid:
+        raise ValueError(
+            f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")
+
+
+def optimizers() -> tuple[str, ...]:
+    """Every optimizer name ``Setup.optimizer`` accepts."""
+    return tuple(sorted(set(updates.RULES) | set(FULL_BATCH)))
+
+
+def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None) -> None:
+    """Checks names and the ranges of concrete hyperparameters; raises ValueError."""
+    _check_name("model", setup.model, MODELS)
+    _check_name("loss", setup.loss, LOSSES)
+    _check_name("optimizer", setup.optimizer, optimizers())
+    _check_name("schedule", setup.schedule, SCHEDULES)
+    unknown = set(hparams) - set(HPARAMS)
+    if unknown:
+        raise ValueError(f"unknown hyperparameters {sorted(unknown)}; valid: {', '.join(HPARAMS)}")
+    for name, low, high, closed in (
+            ("num_epochs", 1, None, True), ("batch_size", 1, None, True),
+            ("hidden", 1, None, True), ("schedule_every", 1, None, True)):
+        value = getattr(setup, name)
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    if num_train is not None and setup.optimizer not in FULL_BATCH and setup.batch_size > num_train:
+        raise ValueError(
+            f"batch_size {setup.batch_size} is larger than the {num_train} training examples; "
+            f"set --config.train.batch_size to at most {num_train}")
+    if setup.optimizer == "newton":
+        size = num_params(setup)
+        if size > 5000:
+            raise ValueError(
+                f"newton forms the {size}x{size} Hessian, too large here; use optimizer lbfgs "
+                "(the practical second-order method) or a smaller model")
+    ranges = {  # name: (low, high, low_inclusive, high_inclusive)
+        "learning_rate": (0.0, None, False, True), "reg": (0.0, None, True, True),
+        "mu": (0.0, 1.0, True, False), "beta1": (0.0, 1.0, True, False),
+        "beta2": (0.0, 1.0, True, False), "decay_rate": (0.0, 1.0, False, False),
+        "eps": (0.0, None, False, True), "damping": (0.0, None, True, True),
+        "dropout": (0.0, 1.0, True, False), "lr_decay": (0.0, 1.0, False, True),
+        "lr_k": (0.0, None, True, True), "ema_decay": (0.0, 1.0, True, False)}
+    for name, value in hparams.items():
+        if isinstance(value, jax.core.Tracer):
+            continue
+        value = np.asarray(value)
+        low, high, low_in, high_in = ranges[name]
+        bad = ~np.isfinite(value) | ((value < low) if low_in else (value <= low))
+        if high is not None:
+            bad |= (value > high) if high_in else (value >= high)
+        if np.any(bad):
+            interval = (("[" if low_in else "(") + f"{low}, " +
+                        (f"{high}" if high is not None else "inf") + ("]" if high_in else ")"))
+            raise ValueError(f"hyperparameter {name}={value} is out of range: it must lie in {interval}")
+
+
+def num_params(setup: Setup) -> int:
+    """Number of parameters of the model ``setup`` describes."""
+    d, k, h = setup.num_features, setup.num_classes, setup.hidden
+    return (d + 1) * k if setup.model == "linear" else (d + 1) * h + (h + 1) * k
+
+
+def init_params(key: PRNGKey, setup: Setup) -> Params:
+    if setup.model == "linear":
+        return scores.init_linear(key, setup.num_features, setup.num_classes)
+    return scores.init_two_layer(key, setup.num_features, setup.hidden, setup.num_classes)
+
+
+def predict(params: Params, x: Array, setup: Setup) -> Array:
+    """Class scores (N, K) without dropout."""
+    if setup.model == "linear":
+        return scores.linear(params, x)
+    return scores.two_layer(params, x)
+
+
+def objective(params: Params, x: Array, y: Array, hparams, setup: Setup,
+              key: PRNGKey | None = None) -> Array:
+    """Mean data loss + reg * sum(W**2); dropout when ``key`` is given (two_layer)."""
+    if setup.model == "linear":
+        s = scores.linear(params, x)
+    else:
+        s = scores.two_layer(params, x, key=key, dropout=hparams["dropout"])
+    if setup.loss == "softmax":
+        data_loss = losses.softmax_cross_entropy(s, y)
+    else:
+        data_loss = losses.multiclass_hinge(s, y, margin=setup.margin)
+    return data_loss + losses.l2_penalty(params, hparams["reg"])
+
+
+def steps_per_epoch(setup: Setup, num_train: int) -> int:
+    return 1 if setup.optimizer in FULL_BATCH else num_train // setup.batch_size
+
+
+def make_schedule(setup: Setup, hparams, steps: int) -> Callable[[Array], Array]:
+    """The learning rate as a function of the update count (0 for the first update)."""
+    lr = hparams["learning_rate"]
+    if setup.schedule == "constant":
+        return updates.constant(lr)
+    if setup.schedule == "step":
+        return updates.step_decay(lr, hparams["lr_decay"], setup.schedule_every * steps)
+    if setup.schedule == "exponential":
+        return updates.exponential_decay(lr, hparams["lr_k"] / steps)
+    return updates.inverse_time_decay(lr, hparams["lr_k"] / steps)
+
+
+def make_rule(setup: Setup, hparams, schedule, full_loss: Callable[[Params], Array]):
+    """The update rule named by ``setup.optimizer``, closed over (possibly traced) hparams."""
+    name, hp = setup.optimizer, hparams
+    if name == "sgd":
+        return updates.sgd(schedule)
+    if name == "momentum":
+        return updates.momentum(schedule, mu=hp["mu"])
+    if name == "nesterov":
+        return updates.nesterov(schedule, mu=hp["mu"])
+    if name == "adagrad":
+        return updates.adagrad(schedule, eps=hp["eps"])
+    if name == "rmsprop":
+        return updates.rmsprop(schedule, decay_rate=hp["decay_rate"], eps=hp["eps"])
+    if name == "adam":
+        return updates.adam(schedule, beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"])
+    if name == "newton":
+        def hessian_fn(params):
+            flat, unravel = jax.flatten_util.ravel_pytree(params)
+            return jax.hessian(lambda f: full_loss(unravel(f)))(flat)
+        return updates.newton(hessian_fn, damping=hp["damping"])
+    raise ValueError(f"no minibatch update rule for optimizer {name!r}")
+
+
+def init_state(key: PRNGKey, hparams, setup: Setup, num_train: int) -> TrainState:
+    """A fresh TrainState: params from one half of ``key``, the training key from the other."""
+    init_key, train_key = jax.random.split(key)
+    params = init_params(init_key, setup)
+    if setup.optimizer == "lbfgs":
+        opt_state = optax.lbfgs().init(params)
+    else:
+        schedule = make_schedule(setup, hparams, steps_per_epoch(setup, num_train))
+        opt_state = make_rule(setup, hparams, schedule, lambda p: 0.0).init(params)
+    ema, ema_state = (), ()
+    if setup.ema:
+        ema, ema_state = params, optax.ema(hparams["ema_decay"], debias=True).init(params)
+    return TrainState(params, opt_state, ema, ema_state, train_key, jnp.zeros((), jnp.int32))
+
+
+def _global_norm(tree) -> Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
+def accuracy(params: Params, x: Array, y: Array, setup: Setup) -> Array:
+    """Fraction of ``x`` whose highest score is the label ``y``."""
+    return losses.accuracy(predict(params, x, setup), y)
+
+
+def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup):
+    """One pass over (x, y): returns the new state, mean minibatch loss and update ratio."""
+    n = x.shape[0]
+    steps = steps_per_epoch(setup, n)
+    schedule = make_schedule(setup, hparams, steps)
+    full_loss = lambda p: objective(p, x, y, hparams, setup)
+    epoch_key = jax.random.fold_in(state.key, state.epoch)
+    perm_key, dropout_key = jax.random.split(epoch_key)
+
+    if setup.optimizer == "lbfgs":
+        tx = optax.lbfgs()
+
+        def apply(params, opt_state, batch, key):
+            del batch, key
+            value, grad = optax.value_and_grad_from_state(full_loss)(params, state=opt_state)
+            upd, opt_state = tx.update(grad, opt_state, params, value=value, grad=grad,
+                                       value_fn=full_loss)
+            return value, optax.apply_updates(params, upd), opt_state
+        batches = jnp.zeros((1, 0), jnp.int32)
+    else:
+        rule = make_rule(setup, hparams, schedule, full_loss)
+
+        def apply(params, opt_state, batch, key):
+            if setup.optimizer in FULL_BATCH:
+                xb, yb = x, y
+            else:
+                xb, yb = jnp.take(x, batch, axis=0), jnp.take(y, batch, axis=0)
+            value, grads = jax.value_and_grad(objective)(params, xb, yb, hparams, setup, key)
+            params, opt_state = rule.apply(params, opt_state, grads)
+            return value, params, opt_state
+        if setup.optimizer in FULL_BATCH:
+            batches = jnp.zeros((1, 0), jnp.int32)
+        else:
+            perm = jax.random.permutation(perm_key, n)
+            batches = perm[: steps * setup.batch_size].reshape(steps, setup.batch_size)
+
+    ema_tx = optax.ema(hparams["ema_decay"], debias=True) if setup.ema else None
+
+    def step(carry, inputs):
+        params, opt_state, ema, ema_state = carry
+        i, batch = inputs
+        use_dropout = setup.model == "two_layer" and setup.optimizer not in FULL_BATCH
+        dkey = jax.random.fold_in(dropout_key, i) if use_dropout else None
+        value, new_params, opt_state = apply(params, opt_state, batch, dkey)
+        ratio = _global_norm(jax.tree.map(jnp.subtract, new_params, params)) / jnp.maximum(
+            _global_norm(params), 1e-30)
+        if setup.ema:
+            ema, ema_state = ema_tx.update(new_params, ema_state)
+        return (new_params, opt_state, ema, ema_state), (value, ratio)
+
+    carry = (state.params, state.opt_state, state.ema, state.ema_state)
+    (params, opt_state, ema, ema_state), (values, ratios) = jax.lax.scan(
+        step, carry, (jnp.arange(batches.shape[0]), batches))
+    lr = schedule((state.epoch + 1) * steps - 1)  # the rate of the epoch's last update
+    new_state = TrainState(params, opt_state, ema, ema_state, state.key, state.epoch + 1)
+    return new_state, {"train_loss": jnp.mean(values), "update_ratio": jnp.mean(ratios),
+                       "learning_rate": lr}
+
+
+def run_epoch(state: TrainState, hparams, dataset: Data, setup: Setup):
+    """``train_epoch`` then the per-epoch accuracies; returns (state, metrics)."""
+    state, m = train_epoch(state, hparams, dataset.x_train, dataset.y_train, setup)
+    k = min(setup.train_eval_size, dataset.x_train.shape[0])
+    m["train_accuracy"] = accuracy(state.params, dataset.x_train[:k], dataset.y_train[:k], setup)
+    m["val_accuracy"] = accuracy(state.params, dataset.x_val, dataset.y_val, setup)
+    return state, m
+
+
+def fit(key: PRNGKey, hparams: dict[str, Any], dataset: Data, setup: Setup):
+    """Trains one model from ``key`` for ``setup.num_epochs`` epochs: a pure function.
+
+    ``jax.vmap(fit, in_axes=(0, 0, None, None))`` trains a batch of models (one per key and
+    hparams row) on the same, unbatched data.
+
+    Returns:
+      (final TrainState, history): history maps each metric of ``run_epoch`` to an array
+      of shape (num_epochs,).
+    """
+    hparams = {**DEFAULT_HPARAMS, **hparams}
+    state = init_state(key, hparams, setup, dataset.x_train.shape[0])
+    return jax.lax.scan(lambda s, _: run_epoch(s, hparams, dataset, setup), state, None,
+                        length=setup.num_epochs)
+
+
+def to_device(ds: data.Dataset) -> Data:
+    return Data(*(jax.device_put(a) for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val)))
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def setup_from_config(config: ml_collections.ConfigDict, num_features: int,
+                      num_classes: int) -> Setup:
+    return Setup(
+        num_features=num_features, num_classes=num_classes,
+        model=config.model.name, hidden=int(config.model.get("hidden", 100)),
+        loss=config.loss.name, margin=float(config.loss.get("margin", 1.0)),
+        optimizer=config.optimizer.name, schedule=config.schedule.get("name", "constant"),
+        schedule_every=int(config.schedule.get("every", 1)),
+        num_epochs=int(config.train.num_epochs), batch_size=int(config.train.batch_size),
+        ema=float(config.train.get("ema_decay", 0.0)) > 0.0,
+        train_eval_size=int(config.train.get("train_eval_size", 1000)))
+
+
+def hparams_from_config(config: ml_collections.ConfigDict) -> dict[str, float]:
+    """The traced hyperparameters a config sets (defaults for what it leaves out)."""
+    opt, sched = config.optimizer, config.get("schedule", ml_collections.ConfigDict())
+    found = {
+        "learning_rate": opt.get("learning_rate"), "mu": opt.get("mu"),
+        "beta1": opt.get("beta1"), "beta2": opt.get("beta2"),
+        "decay_rate": opt.get("decay_rate"), "eps": opt.get("eps"),
+        "damping": opt.get("damping"), "reg": config.loss.get("reg"),
+        "dropout": config.model.get("dropout"), "lr_decay": sched.get("decay"),
+        "lr_k": sched.get("k"), "ema_decay": config.train.get("ema_decay")}
+    return {k: float(v) if v is not None else DEFAULT_HPARAMS[k] for k, v in found.items()}
+
+
+def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
+    """The data set a config names (raises a clear error before anything is written)."""
+    ds = config.dataset
+    return data.load(ds.name, ds.get("data_dir") or None, seed=int(config.get("seed", 0)),
+                     num_train=ds.get("num_train"), scale=float(ds.get("scale", 1.0)))
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+def _check_workdir(workdir: str, config_dict: dict) -> None:
+    """Refuses to resume a workdir that holds a run of a different config."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    old = metrics.read_json(path)
+    flat_old, flat_new = _flatten(old), _flatten(metrics._plain(config_dict))
+    allowed = {"train.num_epochs"}
+    diff = sorted(k for k in set(flat_old) | set(flat_new)
+                  if k not in allowed and flat_old.get(k) != flat_new.get(k))
+    if diff:
+        changes = "; ".join(f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}" for k in diff)
+        raise ValueError(
+            f"workdir {workdir!r} holds a run with a different config ({changes}); "
+            "rerun with the same config to resume it, or choose a new --workdir")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _to_checkpoint(state: TrainState) -> dict:
+    return {"params": state.params, "opt_state": state.opt_state, "ema": state.ema,
+            "ema_state": state.ema_state, "key": jax.random.key_data(state.key),
+            "epoch": state.epoch}
+
+
+def _from_checkpoint(tree: dict) -> TrainState:
+    return TrainState(tree["params"], tree["opt_state"], tree["ema"], tree["ema_state"],
+                      jax.random.wrap_key_data(tree["key"]), tree["epoch"])
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains the model a config describes into ``workdir`` and evaluates it.
+
+    Writes config.json, metrics.jsonl (one record per epoch), checkpoints/ (one per epoch),
+    summary.json and PNG figures. Running it again with the same workdir resumes from the
+    last checkpoint; after the last epoch it only re-evaluates. Everything is validated
+    before the workdir is touched.
+
+    Returns:
+      the summary dict written to summary.json.
+    """
+    dataset = load_data(config)
+    setup = setup_from_config(config, dataset.num_features, dataset.num_classes)
+    hparams = hparams_from_config(config)
+    validate(setup, hparams, num_train=dataset.x_train.shape[0])
+    config_dict = config.to_dict()
+    _check_workdir(workdir, config_dict)
+
+    os.makedirs(workdir, exist_ok=True)
+    metrics.write_json(os.path.join(workdir, "config.json"), config_dict)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    logging.info("data %s: %s", config.dataset.name, dataset.describe())
+
+    device_data = to_device(dataset)
+    hp = {k: jnp.float32(v) for k, v in hparams.items()}
+    state = init_state(jax.random.key(int(config.seed)), hp, setup, dataset.x_train.shape[0])
+    done = checkpoints.steps(ckpt_dir)
+    start = 0
+    if done:
+        start = done[-1]
+        state = _from_checkpoint(
+            checkpoints.restore(ckpt_dir, start, like=_to_checkpoint(state)))
+        logging.info("resuming %s from the checkpoint of epoch %d", workdir, start)
+    # Records past the last checkpoint are recomputed (identically) below.
+    history = [r for r in metrics.read_jsonl(metrics_path) if r["epoch"] <= start]
+    metrics.write_jsonl(metrics_path, history)
+
+    epoch_fn = jax.jit(functools.partial(run_epoch, setup=setup), donate_argnums=0)
+    for epoch in range(start + 1, setup.num_epochs + 1):
+        t0 = time.perf_counter()
+        state, m = epoch_fn(state, hp, device_data)
+        m = {k: float(v) for k, v in jax.device_get(m).items()}
+        record = {"epoch": epoch, **m, "seconds": time.perf_counter() - t0}
+        if not np.isfinite(m["train_loss"]):
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch}: train loss {m['train_loss']} with "
+                f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate "
+                f"(the checkpoints up to epoch {epoch - 1} are kept)")
+        metrics.append_jsonl(metrics_path, record)
+        metrics.log_progress(record, setup.num_epochs)
+        history.append(record)
+        checkpoints.save(ckpt_dir, epoch, _to_checkpoint(state))
+
+    summary = _summarize(state, dataset, setup, history)
+    metrics.write_json(os.path.join(workdir, "summary.json"), summary)
+    plots.training_curves(history, os.path.join(workdir, "curves.png"))
+    if setup.model == "linear":
+        plots.class_templates(np.asarray(state.params["W"]), dataset,
+                              os.path.join(workdir, "templates.png"))
+    logging.info("train acc %.4f  val acc %.4f  test acc %.4f  (%d epochs, %.1fs)",
+                 summary["train_accuracy"], summary["val_accuracy"],
+                 summary["test_accuracy"], summary["epochs"], summary["seconds"])
+    return summary
+
+
+def _describe_run(setup: Setup, hparams: dict) -> str:
+    used = {k: hparams[k] for k in ("learning_rate", "reg")}
+    return (f"model={setup.model}, loss={setup.loss}, optimizer={setup.optimizer}, "
+            + ", ".join(f"{k}={v:g}" for k, v in used.items()))
+
+
+def _summarize(state: TrainState, dataset: data.Dataset, setup: Setup,
+               history: list[dict]) -> dict[str, Any]:
+    acc = jax.jit(functools.partial(accuracy, setup=setup))
+    summary = {
+        "train_accuracy": float(acc(state.params, dataset.x_train, dataset.y_train)),
+        "val_accuracy": float(acc(state.params, dataset.x_val, dataset.y_val)),
+        "test_accuracy": float(acc(state.params, dataset.x_test, dataset.y_test)),
+        "final_loss": history[-1]["train_loss"] if history else float("nan"),
+        "seconds": float(sum(r["seconds"] for r in history)),
+        "epochs": len(history),
+        "num_params": num_params(setup),
+    }
+    if setup.ema:
+        summary["ema"] = {
+            "val_accuracy": float(acc(state.ema, dataset.x_val, dataset.y_val)),
+            "test_accuracy": float(acc(state.ema, dataset.x_test, dataset.y_test))}
+    return summary
