@@ -12,6 +12,7 @@ def base_config() -> ml_collections.ConfigDict:
         "name": "digits",
         "data_dir": config_dict.placeholder(str),  # folder (cifar10, mnist) or .npz path
         "num_train": config_dict.placeholder(int),  # keep only this many training examples
+        "num_val": config_dict.placeholder(int),  # validation size (default: per data set)
         "scale": 1.0,  # pixels are centred on the training mean, then multiplied by this
     })
     c.model = ml_collections.ConfigDict({"name": "linear", "hidden": 100, "dropout": 0.0})

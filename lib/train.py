@@ -374,7 +374,8 @@ def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
     """The data set a config names (raises a clear error before anything is written)."""
     ds = config.dataset
     return data.load(ds.name, ds.get("data_dir") or None, seed=int(config.get("seed", 0)),
-                     num_train=ds.get("num_train"), scale=float(ds.get("scale", 1.0)))
+                     num_train=ds.get("num_train"), num_val=ds.get("num_val"),
+                     scale=float(ds.get("scale", 1.0)))
 
 
 # ----------------------------------------------------------------------------- experiment

@@ -1,0 +1,452 @@
+"""Data sets and preprocessing: arrays in, a validated, centred `Dataset` out.
+
+Every data set comes back as flat float32 features and int32 labels, split
+into train / val / test, after the notes' preprocessing:
+
+    x <- (x - mean_train) * scale,     mean_train = mean of the TRAINING rows only
+
+The bias stays a separate parameter ``b`` (no bias trick: no column of ones).
+Nothing is downloaded at run time; files must already be on disk.
+
+Data sets (``DATASETS``):
+
+* ``digits``  -- scikit-learn's bundled 8x8 digits (1797 images, pixels 0..16),
+  stratified 60/20/20 split drawn from ``seed``; ``image_shape=(8, 8)``.
+* ``cifar10`` -- the "CIFAR-10 python version" folder (``cifar-10-batches-py``).
+  The files store each image channel-major (1024 red, 1024 green, 1024 blue,
+  each row-major 32x32); we convert to HWC as the course code does, so a row of
+  ``x`` is ``image.reshape(-1)`` of an image of ``image_shape=(32, 32, 3)``.
+  Train = first ``n - num_val`` training rows, val = last ``num_val``;
+  ``num_val`` defaults to ``max(1, min(1000, n // 10))`` (1000 for the real
+  50000). The batches are pickles: load only files you trust.
+* ``mnist``   -- the four IDX files (optionally ``.gz``); val = last ``num_val``
+  training rows, default ``max(1, min(5000, n // 10))`` (5000 for the real 60000);
+  ``image_shape=(rows, cols)`` from the file header, (28, 28) for real MNIST.
+* ``spiral``  -- the notes' 2-D three-class spiral; 100 points per class in
+  each split (val: ``num_val`` points), each split its own draw from its own
+  sub-key of ``seed``, shuffled (so ``num_train`` keeps every class).
+* ``npz``     -- your own arrays: ``data_dir`` is a ``.npz`` file, or a folder
+  holding exactly one ``.npz`` file, with ``x_train``, ``y_train`` and
+  optionally ``x_val``/``y_val``, ``x_test``/``y_test`` (split off ``x_train``,
+  stratified, 20% each, when absent) and ``class_names``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import pickle
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+import jax
+import numpy as np
+from sklearn import datasets as sk_datasets
+from sklearn import model_selection
+
+DATASETS = ("digits", "cifar10", "mnist", "spiral", "npz")
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+MNIST_URL = "http://yann.lecun.com/exdb/mnist/ (or a mirror of the MNIST database)"
+_CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC = 2051, 2049
+_DATA_DIR_HINT = "set --config.dataset.data_dir=/path/to/data"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train / val / test splits, already preprocessed.
+
+    Attributes:
+        x_train, x_val, x_test: float32 (N, D) rows, ``(pixels - mean) * scale``.
+        y_train, y_val, y_test: int32 (N,) labels in [0, num_classes).
+        class_names: one name per class.
+        image_shape: the shape one row reshapes to (HWC for colour images).
+        mean: float32 (D,) training mean that was subtracted (zeros if not centred).
+        name: the data set name, for messages.
+    """
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, ...]
+    mean: np.ndarray
+    name: str = "dataset"
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self) -> str:
+        return (f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / "
+                f"{len(self.y_test)} test, {self.num_features} features "
+                f"(image {self.image_shape}), {self.num_classes} classes")
+
+    def to_images(self, x: np.ndarray) -> np.ndarray:
+        """Rows of ``x`` (or W's rows) as images of ``self.image_shape``."""
+        return to_images(x, self.image_shape)
+
+
+def to_images(x: Any, image_shape: Sequence[int]) -> np.ndarray:
+    """Reshapes flat rows (N, D) to (N, *image_shape), e.g. (N, 32, 32, 3).
+
+    Works for class-weight templates too: ``to_images(params["W"], shape)``.
+    """
+    x = np.asarray(x)
+    image_shape = tuple(int(s) for s in image_shape)
+    d = int(np.prod(image_shape))
+    if x.ndim != 2 or x.shape[1] != d:
+        raise ValueError(f"to_images: x has shape {x.shape}, expected (N, {d}) rows "
+                         f"for image_shape {image_shape}; pass the data set's own "
+                         "image_shape (dataset.image_shape).")
+    return x.reshape((x.shape[0],) + image_shape)
+
+
+def check_arrays(x: Any, y: Any, *, name: str = "train",
+                 num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validates one split and returns (x float32 (N, D), y int32 (N,)).
+
+    x may be 2-D (N, D) or image-shaped (N, H, W[, C]); it is flattened.
+
+    Raises:
+        TypeError: non-numeric x, or non-integer y.
+        ValueError: wrong ndim, empty, mismatched lengths, NaN/inf in x, labels
+            outside [0, num_classes).
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
+        raise TypeError(f"x_{name} has dtype {x.dtype}; it must hold real numbers "
+                        "(convert with x.astype(np.float32)).")
+    if x.ndim < 2:
+        raise ValueError(f"x_{name} has shape {x.shape}; expected (N, D) or image-shaped "
+                         "(N, H, W[, C]) (use x.reshape(-1, 1) for a single feature).")
+    if y.ndim != 1:
+        raise ValueError(f"y_{name} has shape {y.shape}; expected 1-D integer labels (N,) "
+                         "(use y.reshape(-1), or y.argmax(-1) for one-hot labels).")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"y_{name} has dtype {y.dtype}; labels must be integers "
+                        "(convert with y.astype(np.int32)).")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x_{name} has {x.shape[0]} rows but y_{name} has {y.shape[0]} "
+                         "labels; give one label per example.")
+    if x.shape[0] == 0:
+        raise ValueError(f"x_{name} is empty; give at least one example.")
+    x = x.reshape(x.shape[0], -1).astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x)))
+        raise ValueError(f"x_{name} holds {bad} NaN/inf values; clean or impute them "
+                         "before loading.")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or (num_classes is not None and hi >= num_classes):
+        k = "K" if num_classes is None else str(num_classes)
+        raise ValueError(f"y_{name} has labels in [{lo}, {hi}], expected [0, {k}); "
+                         "relabel the classes as 0..K-1 "
+                         "(e.g. np.unique(y, return_inverse=True)).")
+    return x, y.astype(np.int32)
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None, *, seed: int = 0,
+         num_val: int | None = None, num_train: int | None = None,
+         center: bool = True, scale: float = 1.0) -> Dataset:
+    """Loads a data set by name (see the module docstring) and preprocesses it.
+
+    Args:
+        name: one of ``DATASETS``.
+        data_dir: folder (cifar10, mnist) or .npz path/folder (npz); unused otherwise.
+        seed: seed for the random splits (digits, npz) and the spiral draws.
+        num_val: validation size (defaults per data set, see the module docstring);
+            for npz it applies only when the val split is taken from the train arrays.
+        num_train: keep only the first ``num_train`` training rows after splitting.
+        center: subtract the training mean image (computed after ``num_train``).
+        scale: multiply everything by this after centring (1.0 keeps pixel units).
+
+    Returns:
+        A `Dataset`.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown data set {name!r}; valid names are {', '.join(DATASETS)}.")
+    for arg, value in (("num_val", num_val), ("num_train", num_train)):
+        if value is not None and (isinstance(value, bool) or value < 1
+                                  or not isinstance(value, (int, np.integer))):
+            raise ValueError(f"{arg}={value!r} must be a positive integer "
+                             "(or None for the default).")
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale={scale!r} must be a positive finite number "
+                         "(1.0 keeps pixel units).")
+    if name in ("cifar10", "mnist", "npz") and data_dir is None:
+        raise ValueError(f"Data set {name!r} reads files from disk but data_dir is not set; "
+                         f"{_DATA_DIR_HINT} (see lib/data.py for the expected layout).")
+    data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
+
+    if name == "digits":
+        splits, class_names, image_shape = _digits(seed, num_val)
+    elif name == "cifar10":
+        splits, class_names, image_shape = _cifar10(data_dir, num_val)
+    elif name == "mnist":
+        splits, class_names, image_shape = _mnist(data_dir, num_val)
+    elif name == "spiral":
+        splits, class_names, image_shape = _spiral(seed, num_val)
+    else:
+        splits, class_names, image_shape = _npz(data_dir, seed, num_val)
+    return _preprocess(name, splits, class_names, image_shape,
+                       num_train=num_train, center=center, scale=scale)
+
+
+def _preprocess(name, splits, class_names, image_shape, *, num_train, center, scale):
+    """Validates the splits, keeps num_train, centres on train, scales."""
+    k = len(class_names)
+    checked = {}
+    for split in ("train", "val", "test"):
+        x, y = splits[split]
+        checked[split] = check_arrays(x, y, name=split, num_classes=k)
+    x_train, y_train = checked["train"]
+    d = x_train.shape[1]
+    for split in ("val", "test"):
+        if checked[split][0].shape[1] != d:
+            raise ValueError(f"x_{split} has {checked[split][0].shape[1]} features but x_train "
+                             f"has {d}; every split must have the same number of features.")
+    if num_train is not None:
+        if num_train > len(y_train):
+            raise ValueError(f"num_train={num_train} but {name} has only {len(y_train)} training "
+                             f"examples after the split; use num_train <= {len(y_train)}.")
+        checked["train"] = (x_train[:num_train], y_train[:num_train])
+    if center:
+        mean = checked["train"][0].mean(axis=0, dtype=np.float64).astype(np.float32)
+    else:
+        mean = np.zeros((d,), np.float32)
+    out = {s: ((x - mean) * np.float32(scale), y) for s, (x, y) in checked.items()}
+    return Dataset(out["train"][0], out["train"][1], out["val"][0], out["val"][1],
+                   out["test"][0], out["test"][1], tuple(str(c) for c in class_names),
+                   tuple(int(s) for s in image_shape), mean, name)
+
+
+def _split(x, y, size, seed, what):
+    """Splits ``size`` rows off (x, y): stratified when possible, else random."""
+    if not 1 <= size < len(y):
+        raise ValueError(f"Cannot split {size} {what} examples off {len(y)}; "
+                         f"choose num_val (or the split size) in [1, {len(y) - 1}].")
+    try:
+        xa, xb, ya, yb = model_selection.train_test_split(
+            x, y, test_size=size, random_state=seed, stratify=y)
+    except ValueError as e:  # a class too small to stratify
+        logging.warning("Stratified %s split impossible (%s); using a random split.", what, e)
+        xa, xb, ya, yb = model_selection.train_test_split(x, y, test_size=size, random_state=seed)
+    return (xa, ya), (xb, yb)
+
+
+def _tail_split(x, y, num_val, default):
+    """Train = all but the last num_val rows, val = the last num_val (as the course code).
+
+    num_val defaults to ``max(1, min(default, n // 10))``: the standard split on the
+    real files, and a tenth of a small fixture.
+    """
+    nv = max(1, min(default, len(y) // 10)) if num_val is None else num_val
+    if nv >= len(y):
+        raise ValueError(f"num_val={nv} leaves no training data out of {len(y)}; "
+                         f"use num_val < {len(y)}.")
+    return {"train": (x[:-nv], y[:-nv]), "val": (x[-nv:], y[-nv:])}
+
+
+def _digits(seed, num_val):
+    bunch = sk_datasets.load_digits()
+    x, y = bunch.data.astype(np.float32), bunch.target.astype(np.int32)
+    n_test = round(0.2 * len(y))
+    rest, test = _split(x, y, n_test, seed, "test")
+    val_size = n_test if num_val is None else num_val
+    train, val = _split(*rest, val_size, seed + 1, "val")
+    splits = {"train": train, "val": val, "test": test}
+    return splits, tuple(str(c) for c in bunch.target_names), (8, 8)
+
+
+def _missing(what, path, missing, files, where):
+    found = (f"{path!r} lacks {', '.join(missing)}" if os.path.isdir(path)
+             else f"folder {path!r} does not exist")
+    return FileNotFoundError(f"{what} data not found: {found}; expected a folder holding "
+                             f"{', '.join(files)}. {where}")
+
+
+def _cifar10(data_dir, num_val):
+    where = (f"Get the 'CIFAR-10 python version' from {CIFAR10_URL} and extract it "
+             "(tar xzf cifar-10-python.tar.gz) to a folder holding data_batch_1..5, "
+             f"then {_DATA_DIR_HINT}.")
+    nested = os.path.join(data_dir, "cifar-10-batches-py")
+    if not os.path.exists(os.path.join(data_dir, "data_batch_1")) and os.path.isdir(nested):
+        data_dir = nested  # the parent of the extracted folder was given
+    missing = [f for f in _CIFAR_FILES if not os.path.isfile(os.path.join(data_dir, f))]
+    if missing:
+        raise _missing("CIFAR-10", data_dir, missing, _CIFAR_FILES, where)
+
+    def read(fname):
+        with open(os.path.join(data_dir, fname), "rb") as f:
+            try:
+                d = pickle.load(f, encoding="bytes")
+            except Exception as e:
+                raise ValueError(f"{os.path.join(data_dir, fname)} is not a CIFAR-10 pickle "
+                                 f"({e}); re-extract the python version. {where}") from e
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{os.path.join(data_dir, fname)} holds a {type(d).__name__}, "
+                             f"expected a dict. {where}")
+        return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+    def batch(fname):
+        d = read(fname)
+        if "data" not in d or "labels" not in d:
+            raise ValueError(f"{os.path.join(data_dir, fname)} lacks 'data'/'labels' "
+                             f"(keys: {sorted(d)}). {where}")
+        data, labels = np.asarray(d["data"]), np.asarray(d["labels"], np.int64)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+            raise ValueError(f"{os.path.join(data_dir, fname)}: data {data.shape}, "
+                             f"{len(labels)} labels; expected (n, 3072) and n labels. {where}")
+        # channel-major (n, 3, 32, 32) -> HWC (n, 32, 32, 3), then flat rows.
+        x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).reshape(len(data), -1)
+        return x, labels
+
+    meta = read("batches.meta")
+    if "label_names" not in meta:
+        raise ValueError(f"batches.meta lacks 'label_names' (keys: {sorted(meta)}). {where}")
+    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"])
+    parts = [batch(f) for f in _CIFAR_FILES[:5]]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    return dict(_tail_split(x, y, num_val, 1000), test=batch("test_batch")), names, (32, 32, 3)
+
+
+def _find_idx(data_dir, fname):
+    for cand in (fname, fname + ".gz", fname.replace("-idx", ".idx"),
+                 fname.replace("-idx", ".idx") + ".gz"):
+        path = os.path.join(data_dir, cand)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def read_idx(path: str, magic: int) -> np.ndarray:
+    """Reads one IDX file (optionally gzipped) of unsigned bytes.
+
+    Format: big-endian int32 magic (2051 images / 2049 labels), then one
+    big-endian int32 size per dimension, then the uint8 values.
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = magic & 0xFF  # the magic's last byte; its third, 0x08, means uint8
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is too short ({len(raw)} bytes) to be an IDX file; "
+                         "re-download it from the MNIST database page.")
+    found = int(np.frombuffer(raw[:4], ">i4")[0])
+    if found != magic:
+        raise ValueError(f"{path} has IDX magic number {found}, expected {magic} "
+                         f"({'images' if magic == _IDX_IMAGES_MAGIC else 'labels'}); the file is "
+                         "corrupt, mislabelled or still compressed: re-download it (a .gz "
+                         "file must end in .gz).")
+    dims = tuple(int(v) for v in np.frombuffer(raw[4:4 + 4 * ndim], ">i4"))
+    body = raw[4 + 4 * ndim:]
+    if len(body) != int(np.prod(dims)):
+        raise ValueError(f"{path}: the header says {dims} = {int(np.prod(dims))} values but "
+                         f"the file holds {len(body)}; the file is truncated or corrupt, "
+                         "re-download it.")
+    return np.frombuffer(body, np.uint8).reshape(dims)
+
+
+def _mnist(data_dir, num_val):
+    where = (f"Download the four IDX files (gzipped or not) from {MNIST_URL} into "
+             f"one folder, then {_DATA_DIR_HINT}.")
+    paths = {f: _find_idx(data_dir, f) for f in _MNIST_FILES}
+    missing = [f for f, p in paths.items() if p is None]
+    if missing:
+        raise _missing("MNIST", data_dir, missing, _MNIST_FILES, where)
+
+    def pair(images, labels):
+        x = read_idx(paths[images], _IDX_IMAGES_MAGIC)
+        y = read_idx(paths[labels], _IDX_LABELS_MAGIC)
+        if len(x) != len(y):
+            raise ValueError(f"{paths[images]} holds {len(x)} images but {paths[labels]} holds "
+                             f"{len(y)} labels; re-download the matching pair.")
+        return x, y.astype(np.int32)
+
+    x, y = pair(*_MNIST_FILES[:2])
+    splits = dict(_tail_split(x, y, num_val, 5000), test=pair(*_MNIST_FILES[2:]))
+    return splits, tuple(str(i) for i in range(10)), tuple(x.shape[1:])
+
+
+def spiral_points(key: jax.Array, points_per_class: int = 100,
+                  num_classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The notes' spiral (CS231n "minimal neural network case study"), as numpy arrays.
+
+    Class j: r = linspace(0, 1, N), t = linspace(4j, 4(j+1), N) + 0.2 * randn,
+    x = r * [sin t, cos t]; rows are ordered by class, as in the notes.
+    """
+    n, k = points_per_class, num_classes
+    noise = np.asarray(jax.random.normal(key, (k, n)), np.float64) * 0.2
+    r = np.linspace(0.0, 1.0, n)
+    t = np.stack([np.linspace(j * 4, (j + 1) * 4, n) for j in range(k)]) + noise
+    x = np.stack([r * np.sin(t), r * np.cos(t)], axis=-1).reshape(k * n, 2)
+    return x.astype(np.float32), np.repeat(np.arange(k, dtype=np.int32), n)
+
+
+def _spiral(seed, num_val):
+    keys = jax.random.split(jax.random.key(seed), 6)  # (draw, shuffle) per split
+    sizes = {"train": 300, "val": 300 if num_val is None else num_val, "test": 300}
+    splits = {}
+    for i, (split, size) in enumerate(sizes.items()):
+        x, y = spiral_points(keys[2 * i], points_per_class=-(-size // 3))
+        perm = np.asarray(jax.random.permutation(keys[2 * i + 1], len(y)))[:size]
+        splits[split] = (x[perm], y[perm])
+    return splits, ("0", "1", "2"), (2,)
+
+
+def _npz(data_dir, seed, num_val):
+    path = data_dir
+    where = ("Save your arrays with np.savez(path, x_train=..., y_train=..., [x_val=..., "
+             "y_val=..., x_test=..., y_test=..., class_names=...]) and set "
+             "--config.dataset.data_dir to the .npz file (or a folder holding exactly one).")
+    if os.path.isdir(path):
+        found = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{path!r} must hold exactly one .npz file, found "
+                                    f"{found or 'none'}; point data_dir at the file. {where}")
+        path = os.path.join(path, found[0])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"npz data not found at {path!r}: expected a .npz file with "
+                                f"x_train, y_train. {where}")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k in ("x_train", "y_train"):
+        if k not in arrays:
+            raise ValueError(f"{path} lacks {k!r} (keys: {sorted(arrays)}). {where}")
+    for s in ("val", "test"):
+        if (f"x_{s}" in arrays) != (f"y_{s}" in arrays):
+            raise ValueError(f"{path} has only one of x_{s}/y_{s}; give both or neither "
+                             f"(then {s} is split off the training arrays).")
+    given = {s: check_arrays(arrays[f"x_{s}"], arrays[f"y_{s}"], name=s)
+             for s in ("train", "val", "test") if f"x_{s}" in arrays}
+    x, y = given["train"]
+    image_shape = tuple(np.shape(arrays["x_train"])[1:])
+    splits = {}
+    n_split = max(1, round(0.2 * len(y)))
+    if "x_test" in arrays:
+        splits["test"] = given["test"]
+    else:
+        (x, y), splits["test"] = _split(x, y, n_split, seed, "test")
+    if "x_val" in arrays:
+        splits["val"] = given["val"]
+    else:
+        (x, y), splits["val"] = _split(x, y, n_split if num_val is None else num_val,
+                                       seed + 1, "val")
+    splits["train"] = (x, y)
+    if "class_names" in arrays:
+        names = tuple(str(c) for c in np.asarray(arrays["class_names"]).reshape(-1))
+    else:
+        k = 1 + max(int(labels.max()) for _, labels in given.values())
+        names = tuple(str(i) for i in range(k))
+    return splits, names, image_shape
