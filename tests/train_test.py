@@ -1,6 +1,5 @@
 """End-to-end tests of lib/train.py: every config shrunk, resume, determinism, bad input."""
 
-import functools
 import glob
 import importlib
 import json
@@ -265,15 +264,17 @@ class FitTest(parameterized.TestCase):
     @parameterized.product(
         optimizer=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "lbfgs", "newton"),
     )
-    def test_every_optimizer_lowers_the_loss(self, optimizer):
+    def test_every_optimizer_learns(self, optimizer):
+        """From ln(10) at the tiny initial weights to under half of it, and > 0.8 accuracy."""
         lr = {"sgd": 0.5, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.1, "rmsprop": 1e-2,
               "adam": 1e-2}.get(optimizer, 1.0)
-        setup = train.Setup(**self.dims, optimizer=optimizer, num_epochs=4, batch_size=50)
+        setup = train.Setup(**self.dims, optimizer=optimizer, num_epochs=8, batch_size=50)
         _, history = jax.jit(train.fit, static_argnums=3)(
             jax.random.key(0), {"learning_rate": lr, "reg": 1e-3}, self.data, setup)
         loss = np.asarray(history["train_loss"])
         self.assertTrue(np.all(np.isfinite(loss)))
-        self.assertLess(loss[-1], 0.6 * loss[0])
+        self.assertLess(loss[-1], 0.5 * np.log(10))
+        self.assertGreater(history["val_accuracy"][-1], 0.8)
 
     @parameterized.parameters(
         ("constant", [0.1, 0.1, 0.1, 0.1]),
@@ -292,8 +293,10 @@ class FitTest(parameterized.TestCase):
 
     def test_one_compiled_epoch_serves_every_learning_rate(self):
         setup = train.Setup(**self.dims, optimizer="momentum", num_epochs=1, batch_size=50)
-        epoch = jax.jit(chex.assert_max_traces(
-            functools.partial(train.run_epoch, setup=setup), n=1))
+        def run_epoch(state, hparams, dataset):
+            return train.run_epoch(state, hparams, dataset, setup)
+
+        epoch = jax.jit(chex.assert_max_traces(run_epoch, n=1))
         state = train.init_state(jax.random.key(0), train.DEFAULT_HPARAMS, setup, 200)
         for lr in (1e-3, 1e-2, 1e-1):
             hp = {k: jnp.float32(v) for k, v in {**train.DEFAULT_HPARAMS, "learning_rate": lr}.items()}

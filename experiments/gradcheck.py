@@ -1,0 +1,61 @@
+r"""Checks jax.grad and lib.backprop against float64 finite differences.
+
+  python -m experiments.gradcheck --config=configs/digits_softmax.py \
+      [--num_examples=100] [--workdir=/tmp/gradcheck]
+
+Prints one table row per (gradient function, parameter leaf) and exits
+non-zero if any gradient is graded "wrong". A full check for models with at
+most --max_full_params parameters, else a sparse check of --num_checks
+coordinates (at least one per leaf).
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from lib import data, gradcheck
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "If set, write config.json and summary.json.")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 100, "Training examples in the loss.")
+_NUM_CHECKS = flags.DEFINE_integer("num_checks", 500, "Coordinates of a sparse check.")
+_MAX_FULL = flags.DEFINE_integer("max_full_params", 5000, "Largest model checked fully.")
+_H = flags.DEFINE_float("h", gradcheck.DEFAULT_H, "Finite-difference step.")
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if _NUM_EXAMPLES.value < 1:
+    raise app.UsageError("--num_examples must be >= 1.")
+  ds = data.load(config.dataset.name, config.dataset.get("data_dir"), seed=config.seed,
+                 num_val=config.dataset.get("num_val"),
+                 scale=config.dataset.get("scale", 1.0))
+  n = _NUM_EXAMPLES.value
+  reports = gradcheck.check_model(
+      config.model.name, config.loss.name, ds.x_train[:n], ds.y_train[:n],
+      config.loss.reg, num_classes=ds.num_classes,
+      hidden=config.model.get("hidden", 100), margin=config.loss.get("margin", 1.0),
+      seed=config.seed, num_checks=_NUM_CHECKS.value,
+      max_full_params=_MAX_FULL.value, h=_H.value)
+  print(gradcheck.format_report(reports))
+  if _WORKDIR.value:
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    with open(os.path.join(_WORKDIR.value, "config.json"), "w") as fp:
+      fp.write(config.to_json(indent=2))
+    summary = {"wrong": gradcheck.any_wrong(reports), "reports": {  # NaN -> null
+        r.name: [{k: None if v != v else v for k, v in l._asdict().items()}
+                 for l in r.leaves] for r in reports}}
+    with open(os.path.join(_WORKDIR.value, "summary.json"), "w") as fp:
+      json.dump(summary, fp, indent=2)
+  if gradcheck.any_wrong(reports):
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
