@@ -221,6 +221,24 @@ class ModelGradientTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "shaped like params"):
       gradcheck.full_check(obj.loss, lambda p: (obj.loss(p), good(p)), _linear_params())
 
+  def test_round_off_is_reported_but_not_graded(self):
+    """A tiny exact gradient of a large f: differences below eps*|f|/2h are round-off."""
+    scale = np.array([1e-6, 1.0])
+    f = lambda p: 1e3 + jnp.sum(scale * p["x"]) + 0.5 * jnp.sum(p["x"] ** 2)
+    params = {"x": np.array([0.0, -0.2])}  # gradient [1e-6, 0.8]
+    exact = lambda p: {"x": scale + p["x"]}
+    # resolution ~ 16 * 2.2e-16 * 1e3 / 2e-5 ~ 1.8e-7: a 1e-9 slip on the 1e-6
+    # entry (relative error 1e-3) is invisible to finite differences, a 1e-5 one is not.
+    slip = lambda d: (lambda p: {"x": exact(p)["x"] + np.array([d, 0.0])})
+    good, invisible, visible = gradcheck.full_check(
+        f, {"exact": exact, "invisible": slip(1e-9), "visible": slip(1e-5)}, params)
+    self.assertEqual(good.grade, "good")
+    self.assertEqual(invisible.grade, "good")
+    self.assertEqual(invisible.leaves[0].num_tiny, 1)  # reported as round-off ...
+    self.assertGreater(invisible.leaves[0].max_rel_error, 1e-7)  # ... with its error shown
+    self.assertEqual(visible.grade, "wrong")
+    self.assertEqual(visible.leaves[0].num_tiny, 0)
+
   def test_unknown_names(self):
     x, y = _data()
     with self.assertRaisesRegex(ValueError, "linear, two_layer"):
