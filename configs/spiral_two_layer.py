@@ -14,5 +14,6 @@ def get_config():
     c.model.hidden = 100
     c.optimizer.name = "momentum"
     c.optimizer.learning_rate = 0.3
-    c.train.num_epochs = 300
+    c.train.num_epochs = 100
+    c.train.batch_size = 50
     return c

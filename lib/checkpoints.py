@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Union
 
 from absl import logging
 import jax
@@ -18,60 +18,79 @@ import orbax.checkpoint as ocp
 
 
 @contextlib.contextmanager
-def _manager(directory: str, create: bool = False):
-    """An orbax CheckpointManager, with orbax's INFO chatter kept out of the progress log."""
+def _quiet() -> Iterator[None]:
+    """Keeps orbax's INFO chatter out of the progress log."""
     verbosity = logging.get_verbosity()
     logging.set_verbosity(min(verbosity, logging.WARNING))  # absl: lower = quieter
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=None, create=create, enable_async_checkpointing=False)
     try:
-        with ocp.CheckpointManager(os.path.abspath(directory), options=options) as mngr:
-            yield mngr
+        yield
     finally:
         logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
+def manager(directory: str, create: bool = True) -> Iterator[ocp.CheckpointManager]:
+    """An open orbax CheckpointManager for ``directory``; reuse it for many saves."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None, create=create, enable_async_checkpointing=False)
+    with _quiet():
+        mngr = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    try:
+        yield mngr
+    finally:
+        with _quiet():
+            mngr.close()
 
 
 def steps(directory: str) -> list[int]:
     """The saved steps (epochs) in ``directory``, oldest first; [] if there are none."""
     if not os.path.isdir(directory):
         return []
-    with _manager(directory) as mngr:
+    with manager(directory, create=False) as mngr:
         return sorted(mngr.all_steps())
 
 
-def save(directory: str, step: int, tree: Any) -> None:
-    """Saves ``tree`` as checkpoint ``step`` (replacing nothing that is already there)."""
-    with _manager(directory, create=True) as mngr:
-        if step in mngr.all_steps():
-            return
-        mngr.save(step, args=ocp.args.StandardSave(tree))
-        mngr.wait_until_finished()
+def save(target: Union[str, ocp.CheckpointManager], step: int, tree: Any) -> None:
+    """Saves ``tree`` as checkpoint ``step`` unless that step is already saved.
+
+    Args:
+      target: a checkpoint folder, or a manager from ``manager(folder)`` (faster when
+        saving every epoch).
+      step: the step (epoch) number.
+      tree: a pytree of arrays.
+    """
+    if isinstance(target, str):
+        with manager(target) as mngr:
+            return save(mngr, step, tree)
+    with _quiet():
+        if step not in target.all_steps():
+            target.save(step, args=ocp.args.StandardSave(tree))
+            target.wait_until_finished()
 
 
 def restore(directory: str, step: Optional[int] = None, like: Any = None) -> Any:
     """Restores checkpoint ``step`` (default: the latest).
 
     Args:
-        directory: the checkpoint folder.
-        step: which step; None for the latest.
-        like: a pytree with the target structure, shapes and dtypes (arrays or
-            ``jax.ShapeDtypeStruct``); None restores the tree as saved.
+      directory: the checkpoint folder.
+      step: which step; None for the latest.
+      like: a pytree with the target structure, shapes and dtypes (arrays or
+        ``jax.ShapeDtypeStruct``); None restores the tree as saved.
 
     Raises:
-        FileNotFoundError: there is no such checkpoint.
+      FileNotFoundError: there is no such checkpoint.
     """
     available = steps(directory)
     if not available:
         raise FileNotFoundError(
-                f"no checkpoint in {directory!r}: train a model into this workdir first "
-                "(python -m experiments.train --workdir=...)")
+            f"no checkpoint in {directory!r}: train a model into this workdir first "
+            "(python -m experiments.train --workdir=...)")
     step = available[-1] if step is None else step
     if step not in available:
         raise FileNotFoundError(
-                f"no checkpoint for step {step} in {directory!r}; available steps: {available}")
-    with _manager(directory) as mngr:
+            f"no checkpoint for step {step} in {directory!r}; available steps: {available}")
+    with manager(directory, create=False) as mngr, _quiet():
         if like is None:
             return mngr.restore(step)
-        abstract = jax.tree.map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
         return mngr.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -240,7 +240,9 @@ def init_state(key: PRNGKey, hparams, setup: Setup, num_train: int) -> TrainStat
         opt_state = make_rule(setup, hparams, schedule, lambda p: 0.0).init(params)
     ema, ema_state = (), ()
     if setup.ema:
-        ema, ema_state = params, optax.ema(hparams["ema_decay"], debias=True).init(params)
+        # A copy: the jitted epoch donates the state, and one buffer cannot be donated twice.
+        ema = jax.tree.map(jnp.copy, params)
+        ema_state = optax.ema(hparams["ema_decay"], debias=True).init(params)
     return TrainState(params, opt_state, ema, ema_state, train_key, jnp.zeros((), jnp.int32))
 
 
@@ -458,20 +460,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     metrics.write_jsonl(metrics_path, history)
 
     epoch_fn = jax.jit(functools.partial(run_epoch, setup=setup), donate_argnums=0)
-    for epoch in range(start + 1, setup.num_epochs + 1):
-        t0 = time.perf_counter()
-        state, m = epoch_fn(state, hp, device_data)
-        m = {k: float(v) for k, v in jax.device_get(m).items()}
-        record = {"epoch": epoch, **m, "seconds": time.perf_counter() - t0}
-        if not np.isfinite(m["train_loss"]):
-            raise FloatingPointError(
-                f"training diverged at epoch {epoch}: train loss {m['train_loss']} with "
-                f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate "
-                f"(the checkpoints up to epoch {epoch - 1} are kept)")
-        metrics.append_jsonl(metrics_path, record)
-        metrics.log_progress(record, setup.num_epochs)
-        history.append(record)
-        checkpoints.save(ckpt_dir, epoch, _to_checkpoint(state))
+    with checkpoints.manager(ckpt_dir) as ckpt:
+        for epoch in range(start + 1, setup.num_epochs + 1):
+            t0 = time.perf_counter()
+            state, m = epoch_fn(state, hp, device_data)
+            m = {k: float(v) for k, v in jax.device_get(m).items()}
+            record = {"epoch": epoch, **m, "seconds": time.perf_counter() - t0}
+            if not np.isfinite(m["train_loss"]):
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch}: train loss {m['train_loss']} with "
+                    f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate "
+                    f"(the checkpoints up to epoch {epoch - 1} are kept)")
+            metrics.append_jsonl(metrics_path, record)
+            metrics.log_progress(record, setup.num_epochs)
+            history.append(record)
+            checkpoints.save(ckpt, epoch, _to_checkpoint(state))
 
     summary = _summarize(state, dataset, setup, history)
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)

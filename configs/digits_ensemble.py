@@ -1,0 +1,35 @@
+r"""Ensemble of 8 linear softmax classifiers on the 8x8 digits, from 8 seeds (the default job).
+
+  python -m experiments.ensemble --config=configs/digits_ensemble.py --workdir=runs/ens
+
+Other sources of members (see lib/ensemble.py):
+
+  --config.ensemble.source=search --config.ensemble.search_dir=runs/sweep    # top sweep trials
+  --config.ensemble.source=checkpoints --config.ensemble.train_dir=runs/digits  # last epochs
+  --config.ensemble.source=ema --config.train.ema_decay=0.99              # weight average
+
+Takes a few seconds on 2 CPU cores.
+"""
+
+import ml_collections
+
+from configs import common, digits_softmax
+
+
+def ensemble_block(source: str = "seeds", size: int = 8) -> ml_collections.ConfigDict:
+    """The ``ensemble`` fields every ensemble config has."""
+    return ml_collections.ConfigDict({
+        "source": source,  # seeds | search | checkpoints | ema
+        "size": size,  # number of members
+        "search_dir": "",  # source search: the workdir of experiments.sweep (its trials.csv)
+        "train_dir": "",  # source checkpoints: the workdir of experiments.train
+        "combine": "proba",  # proba (mean softmax) | scores (mean scores) | vote (majority)
+    })
+
+
+def get_config():
+    c = digits_softmax.get_config()
+    assert set(c) == set(common.base_config())
+    c.train.num_epochs = 10
+    c.ensemble = ensemble_block("seeds", 8)
+    return c
