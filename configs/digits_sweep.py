@@ -1,0 +1,38 @@
+r"""Random search, coarse to fine, for the linear softmax classifier on digits (the default).
+
+  python -m experiments.sweep --config=configs/digits_sweep.py --workdir=runs/digits_sweep
+
+Stage 1 draws 64 (learning rate, reg) pairs log-uniformly and trains each 2 epochs; stage 2
+trains 16 trials for 10 epochs inside the range of the best quarter; stage 3 trains 4 for 30.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import digits_softmax
+
+
+def search_block(**overrides) -> ml_collections.ConfigDict:
+    """The ``search`` fields every sweep config has (see lib/search.py)."""
+    block = {
+        "sampler": "random",      # random | grid | tpe
+        "seed": 0,
+        "num_trials": 64,         # used when stages is empty (with train.num_epochs)
+        "stages": "",             # "64x2,16x10,4x30": trials x epochs per stage
+        "top_fraction": 0.25,     # each stage narrows the ranges around this best fraction
+        "trials_per_batch": 64,   # trials per vmapped program (padded to the device count)
+        "storage": config_dict.placeholder(str),  # RDB URL; default <workdir>/study.journal
+        "study_name": "sweep",
+        "space": {},
+    }
+    block.update(overrides)
+    return ml_collections.ConfigDict(block)
+
+
+def get_config():
+    c = digits_softmax.get_config()
+    c.search = search_block(stages="64x2,16x10,4x30", space={
+        "learning_rate": {"low": 1e-4, "high": 10.0, "scale": "log"},
+        "reg": {"low": 1e-6, "high": 1e-1, "scale": "log"},
+    })
+    return c
