@@ -25,8 +25,10 @@ LR, REG, DECAY, EPOCHS, NUM_TRAIN = 0.5, 1e-3, 0.9, 3, 100
 
 
 def _config(**ensemble_fields):
-    """digits_ensemble shrunk: 100 training rows, full-batch SGD, 3 epochs, EMA kept, 2 members."""
+    """digits_ensemble shrunk to a linear model: 100 training rows, full-batch SGD, 3 epochs,
+    EMA kept, 2 members (the numpy references below are of the linear model)."""
     c = digits_ensemble.get_config()
+    c.model.name = "linear"
     c.dataset.num_train = NUM_TRAIN
     c.train.batch_size = NUM_TRAIN  # one step per epoch: the minibatch order cannot matter
     c.train.num_epochs = EPOCHS
