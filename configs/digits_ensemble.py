@@ -2,7 +2,7 @@ r"""Ensemble of 8 two-layer ReLU nets on the 8x8 digits, from 8 seeds (the defau
 
   python -m experiments.ensemble --config=configs/digits_ensemble.py --workdir=runs/ens
 
-Other sources of members (see lib/ensemble.py):
+Other sources of members (see lib/members.py):
 
   --config.ensemble.source=search --config.ensemble.search_dir=runs/sweep    # top sweep trials
   --config.ensemble.source=checkpoints --config.ensemble.train_dir=runs/digits  # last epochs

@@ -13,7 +13,7 @@ from configs import digits_softmax
 
 
 def search_block(**overrides) -> ml_collections.ConfigDict:
-    """The ``search`` fields every sweep config has (see lib/search.py)."""
+    """The ``search`` fields every sweep config has (lib/search.py; the space: lib/space.py)."""
     block = {
         "sampler": "random",      # random | grid | tpe
         "seed": 0,

@@ -8,7 +8,7 @@ range-checked only when they are concrete (not traced).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

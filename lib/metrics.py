@@ -11,14 +11,14 @@ from absl import logging
 import numpy as np
 
 
-def _plain(value: Any) -> Any:
+def to_json(value: Any) -> Any:
     """Numpy/JAX scalars and arrays -> plain Python for JSON (NaN/inf become strings)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [to_json(v) for v in value]
     if hasattr(value, "tolist"):
-        return _plain(np.asarray(value).tolist())
+        return to_json(np.asarray(value).tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
@@ -28,7 +28,7 @@ def write_json(path: str, obj: Any) -> None:
     """Writes ``obj`` to ``path`` atomically (a temporary file, then a rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(_plain(obj), f, indent=2, sort_keys=True)
+        json.dump(to_json(obj), f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -41,7 +41,7 @@ def read_json(path: str) -> Any:
 def append_jsonl(path: str, record: dict[str, Any]) -> None:
     """Appends one record as a line of ``path``."""
     with open(path, "a") as f:
-        f.write(json.dumps(_plain(record), sort_keys=True) + "\n")
+        f.write(json.dumps(to_json(record), sort_keys=True) + "\n")
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -63,8 +63,45 @@ def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         for record in records:
-            f.write(json.dumps(_plain(record), sort_keys=True) + "\n")
+            f.write(json.dumps(to_json(record), sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: nested config dicts as dotted keys."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_config(workdir: str, config_dict: dict[str, Any], what: str,
+                 resumable: Iterable[str] = ()) -> None:
+    """Refuses a workdir whose config.json holds a different config.
+
+    Args:
+      workdir: the experiment's folder (nothing there is changed).
+      config_dict: the resolved config of the new run.
+      what: what the workdir holds, for the message ("run", "sweep", "ensemble").
+      resumable: dotted keys allowed to differ (e.g. ``train.num_epochs`` to extend a run).
+
+    Raises:
+      ValueError: naming every differing field, old -> new.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    old, new = flatten(read_json(path)), flatten(to_json(config_dict))
+    diff = sorted(k for k in set(old) | set(new)
+                  if k not in resumable and old.get(k) != new.get(k))
+    if diff:
+        changes = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise ValueError(
+            f"workdir {workdir!r} holds a {what} with a different config ({changes}); "
+            "rerun with the same config to resume it, or choose a new --workdir")
 
 
 def log_progress(record: dict[str, Any], num_epochs: int) -> None:

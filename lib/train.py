@@ -359,16 +359,41 @@ def setup_from_config(config: ml_collections.ConfigDict, num_features: int,
         train_eval_size=int(config.train.get("train_eval_size", 1000)))
 
 
+# Where each hyperparameter, structural choice and the seed live in a training config.
+CONFIG_PATHS = {
+    "learning_rate": "optimizer.learning_rate", "mu": "optimizer.mu",
+    "beta1": "optimizer.beta1", "beta2": "optimizer.beta2",
+    "decay_rate": "optimizer.decay_rate", "eps": "optimizer.eps",
+    "damping": "optimizer.damping", "reg": "loss.reg", "dropout": "model.dropout",
+    "lr_decay": "schedule.decay", "lr_k": "schedule.k", "ema_decay": "train.ema_decay",
+    "hidden": "model.hidden", "num_epochs": "train.num_epochs",
+    "batch_size": "train.batch_size", "optimizer": "optimizer.name", "model": "model.name",
+    "loss": "loss.name", "schedule": "schedule.name", "seed": "seed",
+}
+
+
+def get_field(config: ml_collections.ConfigDict, path: str, default: Any = None) -> Any:
+    """``config`` at a dotted ``path`` (``default`` where a part is missing)."""
+    node = config
+    for part in path.split("."):
+        if part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+    """Sets ``config`` at a dotted ``path`` (the parent fields must exist)."""
+    *parents, leaf = path.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
 def hparams_from_config(config: ml_collections.ConfigDict) -> dict[str, float]:
     """The traced hyperparameters a config sets (defaults for what it leaves out)."""
-    opt, sched = config.optimizer, config.get("schedule", ml_collections.ConfigDict())
-    found = {
-        "learning_rate": opt.get("learning_rate"), "mu": opt.get("mu"),
-        "beta1": opt.get("beta1"), "beta2": opt.get("beta2"),
-        "decay_rate": opt.get("decay_rate"), "eps": opt.get("eps"),
-        "damping": opt.get("damping"), "reg": config.loss.get("reg"),
-        "dropout": config.model.get("dropout"), "lr_decay": sched.get("decay"),
-        "lr_k": sched.get("k"), "ema_decay": config.train.get("ema_decay")}
+    found = {k: get_field(config, CONFIG_PATHS[k]) for k in HPARAMS}
     return {k: float(v) if v is not None else DEFAULT_HPARAMS[k] for k, v in found.items()}
 
 
@@ -383,40 +408,15 @@ def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
 # ----------------------------------------------------------------------------- experiment
 
 
-def _check_workdir(workdir: str, config_dict: dict) -> None:
-    """Refuses to resume a workdir that holds a run of a different config."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return
-    old = metrics.read_json(path)
-    flat_old, flat_new = _flatten(old), _flatten(metrics._plain(config_dict))
-    allowed = {"train.num_epochs"}
-    diff = sorted(k for k in set(flat_old) | set(flat_new)
-                  if k not in allowed and flat_old.get(k) != flat_new.get(k))
-    if diff:
-        changes = "; ".join(f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}" for k in diff)
-        raise ValueError(
-            f"workdir {workdir!r} holds a run with a different config ({changes}); "
-            "rerun with the same config to resume it, or choose a new --workdir")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _to_checkpoint(state: TrainState) -> dict:
+def to_checkpoint(state: TrainState) -> dict:
+    """The pytree a training checkpoint holds (the key as raw key data)."""
     return {"params": state.params, "opt_state": state.opt_state, "ema": state.ema,
             "ema_state": state.ema_state, "key": jax.random.key_data(state.key),
             "epoch": state.epoch}
 
 
-def _from_checkpoint(tree: dict) -> TrainState:
+def from_checkpoint(tree: dict) -> TrainState:
+    """Inverse of ``to_checkpoint``."""
     return TrainState(tree["params"], tree["opt_state"], tree["ema"], tree["ema_state"],
                       jax.random.wrap_key_data(tree["key"]), tree["epoch"])
 
@@ -437,7 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     hparams = hparams_from_config(config)
     validate(setup, hparams, num_train=dataset.x_train.shape[0])
     config_dict = config.to_dict()
-    _check_workdir(workdir, config_dict)
+    metrics.check_config(workdir, config_dict, "run", resumable=("train.num_epochs",))
 
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json(os.path.join(workdir, "config.json"), config_dict)
@@ -452,8 +452,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start = 0
     if done:
         start = done[-1]
-        state = _from_checkpoint(
-            checkpoints.restore(ckpt_dir, start, like=_to_checkpoint(state)))
+        state = from_checkpoint(
+            checkpoints.restore(ckpt_dir, start, like=to_checkpoint(state)))
         logging.info("resuming %s from the checkpoint of epoch %d", workdir, start)
     # Records past the last checkpoint are recomputed (identically) below.
     history = [r for r in metrics.read_jsonl(metrics_path) if r["epoch"] <= start]
@@ -474,7 +474,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             metrics.append_jsonl(metrics_path, record)
             metrics.log_progress(record, setup.num_epochs)
             history.append(record)
-            checkpoints.save(ckpt, epoch, _to_checkpoint(state))
+            checkpoints.save(ckpt, epoch, to_checkpoint(state))
 
     summary = _summarize(state, dataset, setup, history)
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)

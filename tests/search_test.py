@@ -1,8 +1,7 @@
-"""Tests for lib/search.py and lib/sharding.py: sampling, grid vs random, vmapped trials,
-divergence isolation, border warnings, narrowing, resume, TPE, sharding, bad input."""
+"""Tests for lib/search.py and lib/sharding.py: vmapped trials, divergence isolation,
+resume, TPE, outputs, sharding, bad input (lib/space.py has its own tests)."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from configs import digits_sweep
 from lib import data, search, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOG_SPACE = {"learning_rate": search.Dim(1e-6, 10.0, "log"), "reg": search.Dim(1e-5, 1e-1, "log")}
 
 
 def _dataset():
@@ -38,51 +36,6 @@ def _sweep_config(**search):
     for k, v in search.items():
         c.search[k] = v
     return c
-
-
-class SamplingTest(parameterized.TestCase):
-
-    def test_log_uniform_range_and_distribution(self):
-        rows = search.sample_random(LOG_SPACE, 4000, seed=7)
-        lr = np.array([r["learning_rate"] for r in rows])
-        self.assertTrue(np.all((lr >= 1e-6) & (lr <= 10.0)))
-        # log10 values are uniform on [-6, 1]: Kolmogorov-Smirnov distance to the uniform CDF
-        # (critical value at 1% for n = 4000 is 1.63 / sqrt(n) = 0.026).
-        u = np.sort((np.log10(lr) + 6) / 7)
-        ks = np.max(np.abs(u - (np.arange(1, len(u) + 1) - 0.5) / len(u)))
-        self.assertLess(ks, 0.026)
-        # ... and each decade holds about a seventh of the draws (a uniform-in-lr sampler
-        # would put 90% of them in the top decade).
-        counts = np.histogram(np.log10(lr), bins=7, range=(-6, 1))[0] / len(lr)
-        np.testing.assert_allclose(counts, 1 / 7, atol=0.03)
-
-    def test_random_row_is_the_notes_formula_and_independent_of_num(self):
-        row = search.sample_random(LOG_SPACE, 3, seed=[5, 1])[2]
-        rng = np.random.default_rng([5, 1, 2])
-        lr = 10 ** rng.uniform(-6, 1)      # names are drawn in sorted order: learning_rate, reg
-        reg = 10 ** rng.uniform(-5, -1)
-        self.assertAlmostEqual(row["learning_rate"], lr, places=12)
-        self.assertAlmostEqual(row["reg"], reg, places=12)
-        self.assertEqual(search.sample_random(LOG_SPACE, 10, seed=[5, 1])[2], row)
-
-    def test_grid_vs_random(self):
-        grid = search.sample_grid(LOG_SPACE, 16)
-        self.assertLen(grid, 16)
-        # 4 x 4 cell centres on the log scale: log10 lr = -6 + (i + 1/2) * 7/4.
-        expected = sorted(10 ** (-6 + (i + 0.5) * 7 / 4) for i in range(4))
-        np.testing.assert_allclose(sorted({r["learning_rate"] for r in grid}), expected)
-        self.assertLen({(r["learning_rate"], r["reg"]) for r in grid}, 16)
-        # The notes' point: random search tries 16 distinct learning rates, a grid only 4.
-        rand = search.sample_random(LOG_SPACE, 16, seed=0)
-        self.assertLen({r["learning_rate"] for r in rand}, 16)
-
-    def test_choices_and_integers(self):
-        space = {"optimizer": search.Dim(scale="choice", choices=("sgd", "adam")),
-                 "hidden": search.Dim(10, 40, "linear")}
-        rows = search.sample_random(space, 200, seed=0)
-        self.assertEqual({r["optimizer"] for r in rows}, {"sgd", "adam"})
-        self.assertTrue(all(isinstance(r["hidden"], int) and 10 <= r["hidden"] <= 40 for r in rows))
-        self.assertLen(search.sample_grid(space, 8), 8)  # 2 choices x 4 sizes
 
 
 class TrialBatchTest(absltest.TestCase):
@@ -122,51 +75,6 @@ class TrialBatchTest(absltest.TestCase):
         chex.assert_trees_all_close(
             jax.tree.map(lambda a: a[np.array(keep)], (state.params, history)),
             (self.batch[0].params, self.batch[1]), rtol=1e-5, atol=1e-6)
-
-
-class BorderAndNarrowTest(parameterized.TestCase):
-    """A synthetic objective peaked at learning_rate = 1e-2, reg = 1e-3."""
-
-    def _scores(self, rows):
-        return [1.0 - abs(math.log10(r["learning_rate"]) + 2) / 10
-                - abs(math.log10(r["reg"]) + 3) / 100 for r in rows]
-
-    @parameterized.parameters(((1e-6, 1e-4), "high"), ((1e0, 1e1), "low"))
-    def test_border_warning_fires_when_the_optimum_is_outside(self, bounds, side):
-        space = {"learning_rate": search.Dim(*bounds, "log"), "reg": LOG_SPACE["reg"]}
-        rows = search.sample_random(space, 64, seed=0)
-        warnings = search.border_warnings(space, rows, self._scores(rows))
-        self.assertLen(warnings, 1)
-        self.assertIn("learning_rate", warnings[0])
-        self.assertIn(f"{side} border", warnings[0])
-        self.assertIn(f"--config.search.space.learning_rate.{side}=", warnings[0])
-
-    def test_border_warning_silent_when_the_optimum_is_inside(self):
-        rows = search.sample_random(LOG_SPACE, 64, seed=0)
-        self.assertEqual(search.border_warnings(LOG_SPACE, rows, self._scores(rows)), [])
-
-    def test_border_warning_at_a_hard_limit_says_so(self):
-        space = {"dropout": search.Dim(0.0, 0.5, "linear")}
-        rows = [{"dropout": d} for d in np.linspace(0, 0.5, 20)]
-        warnings = search.border_warnings(space, rows, [-r["dropout"] for r in rows])
-        self.assertLen(warnings, 1)
-        self.assertIn("limit of valid dropout", warnings[0])
-
-    def test_stages_narrow_the_ranges_around_the_best(self):
-        space = {**LOG_SPACE, "optimizer": search.Dim(scale="choice", choices=("sgd", "adam"))}
-        rows = search.sample_random(space, 64, seed=1)
-        scores = [s + (r["optimizer"] == "adam") for s, r in zip(self._scores(rows), rows)]
-        new = search.narrow(space, rows, scores, top_fraction=0.25)
-        self.assertEqual(new["optimizer"].choices, ("adam",))
-        top = [rows[i] for i in search.top_indices(scores, 0.25)]
-        for name in LOG_SPACE:
-            old_w = math.log10(space[name].high / space[name].low)
-            new_w = math.log10(new[name].high / new[name].low)
-            self.assertLessEqual(new_w, old_w)
-            self.assertGreaterEqual(new[name].low, space[name].low)
-            self.assertLessEqual(new[name].high, space[name].high)
-            self.assertTrue(all(new[name].low <= r[name] <= new[name].high for r in top))
-        self.assertLess(math.log10(new["learning_rate"].high / new["learning_rate"].low), 3.5)
 
 
 class RunSearchTest(absltest.TestCase):

@@ -2,7 +2,6 @@
 
 import glob
 import importlib
-import json
 import os
 import shutil
 import tempfile
@@ -28,11 +27,7 @@ def _config(name, **overrides):
     config = importlib.import_module(f"configs.{name}").get_config()
     config.train.num_epochs = 2
     for key, value in overrides.items():
-        node = config
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+        train.set_field(config, key, value)
     return config
 
 

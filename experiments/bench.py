@@ -1,0 +1,395 @@
+r"""Side-by-side timings: scorelab against the course's numpy code, in one process.
+
+  python -m experiments.bench --workload=train|sweep|ensemble|gradcheck [--json]
+
+Every implementation of a workload is warmed up (compiled) first, then timed in interleaved
+rounds (A, B, C, A, B, C, ...) so that a noisy machine slows them alike; the figures are the
+medians over ``--repeats`` rounds. Compile time is measured apart (``lower().compile()``).
+With ``--json`` the last line printed is one JSON object: ``workload``, ``shapes``,
+``device``, ``seconds`` (implementation -> median seconds; scorelab's own entry is
+``scorelab``), ``compile_seconds`` and workload-specific checks.
+
+numpy's speed depends on OpenBLAS's kernel and threads: the ``blas`` entry records what
+threadpoolctl reports, and the numpy variants are timed with the default thread count and
+with one thread (the faster is the ``numpy`` baseline). To benchmark a current numpy on
+machines that set OPENBLAS_CORETYPE, run the command once more under
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import time
+from typing import Any, Callable
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import threadpoolctl
+
+from experiments import numpy_trainer
+from lib import train
+
+WORKLOADS = ("train", "sweep", "ensemble", "gradcheck")
+
+_WORKLOAD = flags.DEFINE_enum("workload", "train", WORKLOADS, "What to time.")
+_JSON = flags.DEFINE_bool("json", False, "End with one JSON line of the results.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds (after one warm-up round).")
+_NUM_TRAIN = flags.DEFINE_integer("num_train", 49000, "train: training examples.")
+_NUM_FEATURES = flags.DEFINE_integer("num_features", 3072, "Features D (CIFAR-10: 3072).")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes K.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 200, "Minibatch size.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "SGD momentum learning rate.")
+_REG = flags.DEFINE_float("reg", 1e-4, "L2 strength.")
+_MU = flags.DEFINE_float("mu", 0.9, "Momentum.")
+_SWEEP_CONFIGS = flags.DEFINE_integer("sweep_configs", 32, "sweep: configurations.")
+_SWEEP_EPOCHS = flags.DEFINE_integer("sweep_epochs", 3, "sweep: epochs per configuration.")
+_SWEEP_TRAIN = flags.DEFINE_integer("sweep_train", 10000, "sweep: training examples.")
+_NUM_VAL = flags.DEFINE_integer("num_val", 1000, "sweep: validation examples.")
+_MEMBERS = flags.DEFINE_integer("members", 16, "ensemble: linear members.")
+_ENSEMBLE_N = flags.DEFINE_integer("ensemble_n", 10000, "ensemble: examples scored.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random data and of the models.")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Calls every fn once (warm-up), then ``repeats`` rounds of all of them in turn.
+
+    Each fn must block until its work is done (``jax.block_until_ready``).
+    """
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def compile_timed(jitted, *args):
+    """``(compiled, seconds)``: the executable jax would run for ``args``, and its compile time."""
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def blas_info() -> list[dict[str, Any]]:
+    """What threadpoolctl sees: the BLAS / OpenMP libraries, kernel and thread counts."""
+    keep = ("internal_api", "version", "architecture", "num_threads")
+    return [{k: info.get(k) for k in keep} for info in threadpoolctl.threadpool_info()]
+
+
+def device_info() -> str:
+    dev = jax.devices()[0]
+    return f"{dev.platform}:{dev.device_kind} x{jax.device_count()} ({platform.processor() or platform.machine()})"
+
+
+def random_data(num: int, num_features: int, num_classes: int, seed: int):
+    """CIFAR-shaped random rows: float32 N(0, 1) features and uniform int32 labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((num, num_features), dtype=np.float32)
+    y = rng.integers(0, num_classes, num, dtype=np.int32)
+    return x, y
+
+
+def hparams32(**overrides) -> dict[str, jax.Array]:
+    return {k: jnp.float32(v) for k, v in {**train.DEFAULT_HPARAMS, **overrides}.items()}
+
+
+def epoch_batches(state: train.TrainState, n: int, setup: train.Setup, epoch: int) -> np.ndarray:
+    """The minibatch indices (steps, B) scorelab's ``train_epoch`` draws for ``epoch`` (0-based)."""
+    if hasattr(train, "epoch_batches"):
+        return np.asarray(train.epoch_batches(state.key, jnp.int32(epoch), n, setup))
+    perm_key, _ = jax.random.split(jax.random.fold_in(state.key, epoch))
+    steps = train.steps_per_epoch(setup, n)
+    perm = jax.random.permutation(perm_key, n)
+    return np.asarray(perm[: steps * setup.batch_size]).reshape(steps, setup.batch_size)
+
+
+def put(a: np.ndarray) -> jax.Array:
+    """Puts ``a`` on the device as scorelab's experiments do (``train.put`` where it exists)."""
+    return getattr(train, "put", jax.device_put)(a)
+
+
+def _numpy_variants(run: Callable[[str], Any]) -> dict[str, Callable[[], Any]]:
+    """numpy's two weight layouts, each with BLAS's default threads and with one thread."""
+    def limited(layout):
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            return run(layout)
+    return {"numpy_dk": lambda: run("DK"), "numpy_kd": lambda: run("KD"),
+            "numpy_dk_1thread": lambda: limited("DK"), "numpy_kd_1thread": lambda: limited("KD")}
+
+
+def _medians(times: dict[str, list[float]]) -> dict[str, float]:
+    out = {name: float(np.median(t)) for name, t in times.items()}
+    numpy_names = [n for n in out if n.startswith("numpy_")]
+    if numpy_names:  # the baseline: the fastest numpy variant
+        out["numpy"] = min(out[n] for n in numpy_names)
+    return out
+
+
+# ----------------------------------------------------------------------------- workloads
+
+
+def bench_train(repeats: int) -> dict[str, Any]:
+    """One epoch of SGD momentum: scorelab's jitted epoch vs the numpy trainer."""
+    n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
+    setup = train.Setup(d, k, optimizer="momentum", loss="softmax", num_epochs=2,
+                        batch_size=_BATCH_SIZE.value, train_eval_size=min(1000, n))
+    lr, reg, mu = _LEARNING_RATE.value, _REG.value, _MU.value
+    hp = hparams32(learning_rate=lr, reg=reg, mu=mu)
+    x_np, y_np = random_data(n, d, k, _SEED.value)
+    x_val, y_val = random_data(max(1, n // 49), d, k, _SEED.value + 1)
+    dataset = train.Data(*(put(a) for a in (x_np, y_np, x_val, y_val)))
+    key = jax.random.key(_SEED.value)
+    fresh = lambda: train.init_state(key, hp, setup, n)
+
+    # As experiments.train runs them: one jitted, donating call per epoch.
+    jit_train = jax.jit(functools.partial(train.train_epoch, setup=setup), donate_argnums=0)
+    jit_run = jax.jit(functools.partial(train.run_epoch, setup=setup), donate_argnums=0)
+    train_epoch, c_train = compile_timed(jit_train, fresh(), hp, dataset.x_train, dataset.y_train)
+    run_epoch, c_run = compile_timed(jit_run, fresh(), hp, dataset)
+
+    # The same computation twice: 2 epochs from the same init, same minibatches.
+    init = fresh()
+    w0, b0 = np.asarray(init.params["W"]), np.asarray(init.params["b"])
+    batches = [epoch_batches(init, n, setup, e) for e in range(2)]
+    state = fresh()
+    for _ in range(2):
+        state, metrics = train_epoch(state, hp, dataset.x_train, dataset.y_train)
+    check = {"scorelab": float(metrics["train_loss"])}
+    w_sl = np.asarray(state.params["W"])
+    for layout in numpy_trainer.LAYOUTS:
+        model = numpy_trainer.init(w0, b0, layout)
+        for b in batches:
+            loss = numpy_trainer.train_epoch(model, x_np, y_np, b, lr, reg, mu)
+        check[f"numpy_{layout.lower()}"] = loss
+        check[f"max_abs_dW_numpy_{layout.lower()}"] = float(
+            np.max(np.abs(numpy_trainer.weights_kd(model) - w_sl)))
+
+    states = {"train": fresh(), "run": fresh()}
+    models = {lay: numpy_trainer.init(w0, b0, lay) for lay in numpy_trainer.LAYOUTS}
+    rng = np.random.default_rng(_SEED.value)
+    steps = train.steps_per_epoch(setup, n)
+
+    def sl(which, fn, *args):
+        def go():
+            states[which], m = fn(states[which], hp, *args)
+            jax.block_until_ready(m)
+        return go
+
+    def numpy_epoch(layout):  # the numpy loop shuffles on the host, as the course's does
+        b = rng.permutation(n)[: steps * setup.batch_size].reshape(steps, setup.batch_size)
+        return numpy_trainer.train_epoch(models[layout], x_np, y_np, b, lr, reg, mu)
+
+    fns = {"scorelab": sl("train", train_epoch, dataset.x_train, dataset.y_train),
+           "scorelab_run_epoch": sl("run", run_epoch, dataset),
+           **_numpy_variants(numpy_epoch)}
+    times = interleaved(fns, repeats)
+    seconds = _medians(times)
+    return {"shapes": {"num_train": n, "num_features": d, "num_classes": k,
+                       "batch_size": setup.batch_size, "steps_per_epoch": steps},
+            "seconds": seconds, "min_seconds": {m: float(min(t)) for m, t in times.items()},
+            "compile_seconds": {"scorelab": c_train, "scorelab_run_epoch": c_run},
+            "loss_after_2_epochs": check,
+            "scorelab_over_numpy": seconds["scorelab"] / seconds["numpy"]}
+
+
+def bench_sweep(repeats: int) -> dict[str, Any]:
+    """``sweep_configs`` learning rates x regs, ``sweep_epochs`` epochs each: one vmapped
+    ``fit`` (one seed per configuration, as lib.search runs it) vs a numpy loop."""
+    m, n, d, k = _SWEEP_CONFIGS.value, _SWEEP_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
+    setup = train.Setup(d, k, optimizer="momentum", num_epochs=_SWEEP_EPOCHS.value,
+                        batch_size=_BATCH_SIZE.value, train_eval_size=min(1000, n))
+    x_np, y_np = random_data(n, d, k, _SEED.value)
+    xv_np, yv_np = random_data(_NUM_VAL.value, d, k, _SEED.value + 1)
+    dataset = train.Data(*(put(a) for a in (x_np, y_np, xv_np, yv_np)))
+    rng = np.random.default_rng(_SEED.value)
+    lrs = 10.0 ** rng.uniform(-4, -2, m)
+    regs = 10.0 ** rng.uniform(-5, -2, m)
+    hp = {name: np.full(m, v, np.float32) for name, v in train.DEFAULT_HPARAMS.items()}
+    hp.update(learning_rate=lrs.astype(np.float32), reg=regs.astype(np.float32),
+              mu=np.full(m, _MU.value, np.float32))
+    keys = jax.vmap(jax.random.key)(jnp.arange(m, dtype=jnp.uint32) + _SEED.value)
+
+    batched = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_argnums=3)
+    shared = jax.jit(jax.vmap(train.fit, in_axes=(None, 0, None, None)), static_argnums=3)
+    per_key, c_per_key = compile_timed(batched, keys, hp, dataset, setup)
+    one_key, c_shared = compile_timed(shared, keys[0], hp, dataset, setup)
+    steps = train.steps_per_epoch(setup, n)
+    w_init = np.asarray(train.init_params(jax.random.key(0), setup)["W"])
+
+    def numpy_loop(layout):
+        best = 0.0
+        for i in range(m):
+            model = numpy_trainer.init(w_init, np.zeros(k), layout)
+            for _ in range(setup.num_epochs):
+                b = rng.permutation(n)[: steps * setup.batch_size].reshape(steps, -1)
+                numpy_trainer.train_epoch(model, x_np, y_np, b, lrs[i], regs[i], _MU.value)
+                numpy_trainer.accuracy(model, x_np[: setup.train_eval_size],
+                                       y_np[: setup.train_eval_size])
+                best = max(best, numpy_trainer.accuracy(model, xv_np, yv_np))
+        return best
+
+    fns = {"scorelab": lambda: jax.block_until_ready(per_key(keys, hp, dataset)),
+           "scorelab_shared_order": lambda: jax.block_until_ready(one_key(keys[0], hp, dataset)),
+           **_numpy_variants(numpy_loop)}
+    times = interleaved(fns, repeats)
+    seconds = _medians(times)
+    return {"shapes": {"configs": m, "epochs": setup.num_epochs, "num_train": n,
+                       "num_val": _NUM_VAL.value, "num_features": d, "num_classes": k,
+                       "batch_size": setup.batch_size},
+            "seconds": seconds, "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+            "compile_seconds": {"scorelab": c_per_key, "scorelab_shared_order": c_shared},
+            "numpy_over_scorelab": seconds["numpy"] / seconds["scorelab"]}
+
+
+def bench_ensemble(repeats: int) -> dict[str, Any]:
+    """Class scores (M, N, K) of ``members`` linear models: vmapped predict vs one wide
+    product vs a numpy loop over the members."""
+    from lib import ensemble  # noqa: PLC0415  (imported late: optional while being written)
+    m, n, d, k = _MEMBERS.value, _ENSEMBLE_N.value, _NUM_FEATURES.value, _NUM_CLASSES.value
+    x_np, _ = random_data(n, d, k, _SEED.value)
+    rng = np.random.default_rng(_SEED.value + 1)
+    params_np = {"W": 1e-3 * rng.standard_normal((m, k, d), dtype=np.float32),
+                 "b": 1e-3 * rng.standard_normal((m, k), dtype=np.float32)}
+    x, params = put(x_np), jax.device_put(params_np)
+
+    def wide_matmul(p, x):  # the floor: one (N, D) x (D, M*K) product, nothing else
+        return x @ p["W"].reshape(m * k, d).T + p["b"].reshape(m * k)
+
+    vmapped, c_vmap = compile_timed(
+        jax.jit(functools.partial(ensemble.member_scores, model="linear")), params, x)
+    wide, c_wide = compile_timed(jax.jit(ensemble.member_scores_linear_wide), params, x)
+    floor, c_floor = compile_timed(jax.jit(wide_matmul), params, x)
+    got = np.asarray(vmapped(params, x))
+    want = np.einsum("nd,mkd->mnk", x_np, params_np["W"]) + params_np["b"][:, None, :]
+
+    w_dk = [np.ascontiguousarray(w.T) for w in params_np["W"]]  # the course's (D, K)
+
+    def numpy_loop(layout):
+        if layout == "DK":
+            return [x_np.dot(w) + b for w, b in zip(w_dk, params_np["b"])]
+        return [x_np.dot(w.T) + b for w, b in zip(params_np["W"], params_np["b"])]
+
+    fns = {"scorelab": lambda: jax.block_until_ready(vmapped(params, x)),
+           "scorelab_wide": lambda: jax.block_until_ready(wide(params, x)),
+           "wide_matmul": lambda: jax.block_until_ready(floor(params, x)),
+           **_numpy_variants(numpy_loop)}
+    times = interleaved(fns, repeats)
+    seconds = _medians(times)
+    return {"shapes": {"members": m, "num_examples": n, "num_features": d, "num_classes": k},
+            "seconds": seconds, "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+            "compile_seconds": {"scorelab": c_vmap, "scorelab_wide": c_wide,
+                                "wide_matmul": c_floor},
+            "max_abs_error": float(np.max(np.abs(got - want))),
+            "scorelab_over_wide_matmul": seconds["scorelab"] / seconds["wide_matmul"]}
+
+
+def _numpy_numerical_grad(loss_fn, params: dict[str, np.ndarray], h: float = 1e-5):
+    """The course's eval_numerical_gradient: a Python loop over every coordinate."""
+    grads = {}
+    for name, p in params.items():
+        g = np.zeros_like(p)
+        it = np.nditer(p, flags=["multi_index"])
+        while not it.finished:
+            i = it.multi_index
+            old = p[i]
+            p[i] = old + h
+            plus = loss_fn(params)
+            p[i] = old - h
+            minus = loss_fn(params)
+            p[i] = old
+            g[i] = (plus - minus) / (2 * h)
+            it.iternext()
+        grads[name] = g
+    return grads
+
+
+def bench_gradcheck(repeats: int) -> dict[str, Any]:
+    """A full float64 finite-difference check of the digits linear softmax model
+    (``gradcheck.full_check``: every coordinate, against jax.grad and lib.backprop) vs the
+    course's numpy loop over the coordinates."""
+    from lib import data, gradcheck, scores  # noqa: PLC0415
+    ds = data.load("digits")
+    x, y, reg = ds.x_train.astype(np.float64), ds.y_train, 1e-3
+    obj = gradcheck.make_objective("linear", "softmax", x, y, reg)  # one loss fn: one compile
+    with jax.enable_x64(True):
+        params = scores.init_linear(jax.random.key(_SEED.value), ds.num_features,
+                                    ds.num_classes, dtype=jnp.float64)
+
+    def scorelab_check():
+        return gradcheck.full_check(obj.loss, obj.grad_fns, params)
+
+    t0 = time.perf_counter()
+    reports = scorelab_check()
+    first = time.perf_counter() - t0
+    num_params = sum(int(np.size(v)) for v in jax.tree.leaves(params))
+    params_np = {k_: np.array(v) for k_, v in params.items()}
+
+    def np_loss(p):
+        s = x @ p["W"].T + p["b"]
+        s = s - s.max(axis=1, keepdims=True)
+        log_z = np.log(np.exp(s).sum(axis=1))
+        return np.mean(log_z - s[np.arange(len(y)), y]) + reg * np.sum(p["W"] ** 2)
+
+    fns = {"scorelab": scorelab_check,
+           "numpy_loop": lambda: _numpy_numerical_grad(np_loss, params_np)}
+    times = interleaved(fns, repeats)
+    seconds = {name: float(np.median(t)) for name, t in times.items()}
+    return {"shapes": {"num_params": num_params, "num_examples": int(len(y)),
+                       "num_features": ds.num_features, "num_classes": ds.num_classes},
+            "seconds": seconds, "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+            "compile_seconds": {"scorelab": first - seconds["scorelab"]},
+            "grades": {r.name: r.grade for r in reports}}
+
+
+BENCHES = {"train": bench_train, "sweep": bench_sweep, "ensemble": bench_ensemble,
+           "gradcheck": bench_gradcheck}
+
+
+def run(workload: str, repeats: int) -> dict[str, Any]:
+    """Runs one workload; returns the JSON-ready result dict."""
+    if workload not in BENCHES:
+        raise ValueError(f"unknown workload {workload!r}; valid: {', '.join(WORKLOADS)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    result = BENCHES[workload](repeats)
+    return {"workload": workload, **result, "device": device_info(), "blas": blas_info(),
+            "repeats": repeats}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The per-implementation medians as an aligned text table, fastest first."""
+    secs = result["seconds"]
+    lines = [f"{result['workload']}: {result['shapes']}  on {result['device']}"]
+    for name, s in sorted(secs.items(), key=lambda kv: kv[1]):
+        compile_s = result.get("compile_seconds", {}).get(name)
+        extra = f"  (compile {compile_s:.2f} s)" if compile_s is not None else ""
+        lines.append(f"  {name:24s} {s:9.4f} s{extra}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    result = run(_WORKLOAD.value, _REPEATS.value)
+    print(format_table(result))
+    for key in ("loss_after_2_epochs", "scorelab_over_numpy", "numpy_over_scorelab",
+                "scorelab_over_wide_matmul", "max_abs_error", "grades"):
+        if key in result:
+            print(f"  {key}: {result[key]}")
+    print(f"  blas: {result['blas']}")
+    if _JSON.value:
+        print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    app.run(main)

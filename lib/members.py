@@ -1,0 +1,361 @@
+"""Ensemble members: stacks of trained parameters built from seeds, a sweep, checkpoints or a
+running weight average.
+
+A member group (``Group``) is a stack of parameter pytrees that share one structure (a leading
+member axis on every leaf), so that ``lib.ensemble`` scores it with one vmapped call.
+
+Sources of members (``config.ensemble.source``):
+
+* ``seeds``: ``size`` models of one config from different initialisations, trained as one
+  vmapped ``train.fit`` on shared data;
+* ``search``: the top ``size`` complete trials of a sweep workdir's ``trials.csv`` (by
+  validation accuracy), retrained from their hyperparameters and seeds, one vmapped ``fit``
+  per structure (model, hidden size, epochs, optimizer, ...);
+* ``checkpoints``: the last ``size`` epoch checkpoints of an ``experiments.train`` workdir;
+* ``ema``: ``size`` seeds trained with a running average of the weights
+  (``train.ema_decay`` > 0); the averaged weights are the members, and the raw final weights
+  are returned alongside.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any, NamedTuple, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lib import checkpoints, data, metrics, train
+from lib.types import Array, Params, PRNGKey
+
+SOURCES = ("seeds", "search", "checkpoints", "ema")
+
+_INT_FIELDS = ("hidden", "num_epochs", "batch_size", "seed")
+_STR_FIELDS = ("optimizer", "model", "loss", "schedule")
+_PREFIXES = ("hparams.", "hparams/", "hparams_", "hp.", "hp_", "params_", "param_")
+
+
+class Group(NamedTuple):
+    """Members that share one structure and are evaluated by one vmapped call.
+
+    Attributes:
+      setup: their static structure (model, sizes, ...).
+      params: stacked parameters: every leaf has a leading member axis of length M.
+      names: one label per member, e.g. ``"seed 2"``, ``"trial 17"``, ``"epoch 30"``.
+    """
+
+    setup: train.Setup
+    params: Params
+    names: tuple[str, ...]
+
+
+def check_groups(groups: Sequence[Group], num_features: int | None = None,
+                 num_classes: int | None = None) -> None:
+    """Raises ValueError unless every group scores the same classes (and data, if given)."""
+    if not groups:
+        raise ValueError("an ensemble needs at least one member group")
+    classes = {g.setup.num_classes for g in groups}
+    if len(classes) > 1 or (num_classes is not None and classes != {num_classes}):
+        detail = ", ".join(f"{g.names[0]}...: {g.setup.num_classes}" for g in groups)
+        raise ValueError(
+            f"ensemble members have incompatible class counts ({detail}"
+            + (f"; the data have {num_classes}" if num_classes is not None else "")
+            + "); build every member for the same data set")
+    for g in groups:
+        if num_features is not None and g.setup.num_features != num_features:
+            raise ValueError(f"members {g.names} take {g.setup.num_features} features but the "
+                             f"data have {num_features}; use the data set they were trained on")
+        w = g.params["W" if g.setup.model == "linear" else "W2"]
+        if w.shape[0] != len(g.names) or w.shape[1] != g.setup.num_classes:
+            raise ValueError(f"group {g.names} holds params of shape {w.shape}, expected "
+                             f"({len(g.names)}, {g.setup.num_classes}, ...)")
+
+
+# ----------------------------------------------------------------------------- training
+
+# One compiled program per Setup, reused across calls: keys batched, hparams and data shared
+# (seeds), or keys and hparams batched (trials).
+_fit_seeds = jax.jit(jax.vmap(train.fit, in_axes=(0, None, None, None)), static_argnums=3)
+_fit_trials = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_argnums=3)
+
+
+def _hp32(hparams: dict[str, Any]) -> dict[str, Array]:
+    return {k: jnp.asarray(v, jnp.float32) for k, v in {**train.DEFAULT_HPARAMS, **hparams}.items()}
+
+
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"ensemble size must be a positive integer, got {size!r}; "
+                         "set --config.ensemble.size")
+
+
+def _check_finite(history: dict, names: Sequence[str], what: str) -> None:
+    loss = np.asarray(history["train_loss"])[:, -1]
+    bad = [n for n, v in zip(names, loss) if not np.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"members {bad} diverged (final train loss NaN/inf) with {what}; "
+                                 "lower --config.optimizer.learning_rate")
+
+
+def train_seeds(key: PRNGKey, hparams: dict[str, Any], dataset: train.Data,
+                setup: train.Setup, size: int) -> tuple[train.TrainState, dict[str, Array]]:
+    """Trains ``size`` models from ``jax.random.split(key, size)`` as one vmapped ``fit``.
+
+    Returns:
+      (TrainState, history) with a leading member axis of length ``size`` on every leaf.
+    """
+    _check_size(size)
+    return _fit_seeds(jax.random.split(key, size), _hp32(hparams), dataset, setup)
+
+
+def train_trials(seeds: Sequence[int], hparams: Sequence[dict[str, Any]], dataset: train.Data,
+                 setup: train.Setup) -> tuple[train.TrainState, dict[str, Array]]:
+    """Trains one model per (seed, hparams) row, ``fit(jax.random.key(seed), ...)``, vmapped."""
+    if len(seeds) != len(hparams) or not seeds:
+        raise ValueError(f"need one seed per hparams row, got {len(seeds)} and {len(hparams)}")
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+    rows = [_hp32(h) for h in hparams]
+    stacked = {k: jnp.stack([r[k] for r in rows]) for k in rows[0]}
+    return _fit_trials(keys, stacked, dataset, setup)
+
+
+# ----------------------------------------------------------------------------- sweep trials
+
+
+def _field_name(column: str) -> str:
+    for prefix in _PREFIXES:
+        if column.startswith(prefix):
+            return column[len(prefix):]
+    return column
+
+
+def _parse(name: str, value: str) -> Any:
+    if name in _STR_FIELDS:
+        return value
+    number = float(value)
+    return int(round(number)) if name in _INT_FIELDS else number
+
+
+def read_trials(search_dir: str) -> list[dict[str, Any]]:
+    """The complete trials of a sweep workdir, best validation accuracy first.
+
+    Reads ``<search_dir>/trials.csv`` (as experiments.sweep writes it) and relies on the
+    columns ``status`` (``complete`` rows are kept) and ``val_accuracy``, and where present
+    ``seed`` (the trial's key is ``jax.random.key(seed)``), ``trial`` and ``stage`` (for the
+    name), and every column named as in ``train.CONFIG_PATHS`` (e.g. ``num_epochs``,
+    ``learning_rate``, ``reg``, ``hidden``, ``optimizer``; optionally prefixed
+    ``hparams.``/``params_``): the hyperparameters. Other columns are ignored. Each returned
+    dict has ``trial``, ``val_accuracy``, ``seed`` (or None) and ``fields`` (train.CONFIG_PATHS
+    name -> value).
+    """
+    if not search_dir:
+        raise ValueError("source 'search' needs a sweep workdir: set "
+                         "--config.ensemble.search_dir=<workdir of experiments.sweep>")
+    if not os.path.isdir(search_dir):
+        raise FileNotFoundError(f"sweep workdir {search_dir!r} does not exist; run "
+                                f"python -m experiments.sweep --workdir={search_dir} first")
+    path = os.path.join(search_dir, "trials.csv")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no trials.csv in {search_dir!r} (expected one row per trial, "
+                                "written by experiments.sweep); finish the sweep or point "
+                                "--config.ensemble.search_dir at a finished one")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} holds no trials; run the sweep first")
+    columns = set(rows[0])
+    for needed in ("status", "val_accuracy"):
+        if needed not in columns:
+            raise ValueError(f"{path} has no {needed!r} column (columns: {sorted(columns)}); "
+                             "expected a trials.csv written by experiments.sweep")
+    trials = []
+    for i, row in enumerate(rows):
+        if row["status"].strip().lower() not in ("complete", "completed"):
+            continue
+        fields = {}
+        for column, value in row.items():
+            name = _field_name(column)
+            if name in train.CONFIG_PATHS and value not in (None, "", "nan", "None"):
+                fields[name] = _parse(name, value)
+        number = row.get("trial") or row.get("number") or str(i)
+        if row.get("stage") not in (None, ""):  # trial numbers may restart at every stage
+            number = f"{number} (stage {row['stage']})"
+        trials.append({"trial": number, "val_accuracy": float(row["val_accuracy"]),
+                       "seed": fields.get("seed"), "fields": fields})
+    trials.sort(key=lambda t: -t["val_accuracy"])  # stable: ties keep file order
+    return trials
+
+
+def top_trials(search_dir: str, size: int) -> list[dict[str, Any]]:
+    """The ``size`` complete trials with the highest validation accuracy."""
+    _check_size(size)
+    trials = read_trials(search_dir)
+    if size > len(trials):
+        raise ValueError(f"ensemble size {size} is larger than the {len(trials)} complete trials "
+                         f"in {search_dir!r}; set --config.ensemble.size={len(trials)} or less, "
+                         "or run more trials")
+    return trials[:size]
+
+
+def trial_config(base: ml_collections.ConfigDict, trial: dict) -> ml_collections.ConfigDict:
+    """``base`` with a trial's hyperparameters written into their config fields."""
+    config = ml_collections.ConfigDict(base.to_dict())
+    for name, value in trial["fields"].items():
+        train.set_field(config, train.CONFIG_PATHS[name], value)
+    return config
+
+
+def group_trials(trials: Sequence[dict], base: ml_collections.ConfigDict, num_features: int,
+                 num_classes: int) -> list[tuple[train.Setup, list[dict], list[dict]]]:
+    """Groups trials by structure: [(setup, trials, hparams per trial)], first-seen order."""
+    groups: dict[train.Setup, tuple[list, list]] = {}
+    for t in trials:
+        config = trial_config(base, t)
+        setup = train.setup_from_config(config, num_features, num_classes)
+        hp = train.hparams_from_config(config)
+        train.validate(setup, hp)
+        ts, hps = groups.setdefault(setup, ([], []))
+        ts.append({**t, "seed": int(config.seed)})
+        hps.append(hp)
+    return [(s, ts, hps) for s, (ts, hps) in groups.items()]
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def _source_config(workdir: str, config: ml_collections.ConfigDict,
+                   required: bool) -> ml_collections.ConfigDict:
+    """The config.json of a sweep/training workdir (``config`` itself if there is none)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        if required:
+            raise FileNotFoundError(f"no config.json in {workdir!r}; expected a workdir written "
+                                    "by python -m experiments.train (config.json, checkpoints/)")
+        return config
+    source = ml_collections.ConfigDict(metrics.read_json(path))
+    if config.dataset.get("data_dir"):  # data folders move: the ensemble's path wins
+        source.dataset.data_dir = config.dataset.data_dir
+    return source
+
+
+def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config whose ``dataset`` (and split ``seed``) the members were trained on.
+
+    Sources ``search`` and ``checkpoints`` evaluate on the data set of the sweep or training
+    workdir they read (its config.json; ``--config.dataset.data_dir``, when set, overrides the
+    folder); ``seeds`` and ``ema`` on the ensemble config's own. Without a config.json (or a
+    workdir) it is the ensemble config's: building the members then names what is missing.
+    """
+    directory = {"search": config.ensemble.get("search_dir"),
+                 "checkpoints": config.ensemble.get("train_dir")}.get(config.ensemble.get("source"))
+    if not directory:
+        return config
+    return _source_config(directory, config, required=False)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def from_seeds(config: ml_collections.ConfigDict, dataset: data.Dataset,
+               ema: bool = False) -> tuple[list[Group], Group | None]:
+    """``size`` seeds of the config as one vmapped fit: ([Group], raw Group if ``ema`` else None).
+
+    With ``ema`` the members are the running averages of the weights and the raw final
+    weights come back as the second element.
+    """
+    setup = train.setup_from_config(config, dataset.num_features, dataset.num_classes)
+    hparams = train.hparams_from_config(config)
+    if ema and hparams["ema_decay"] <= 0.0:
+        raise ValueError("source 'ema' needs a running average: set --config.train.ema_decay "
+                         "in (0, 1), e.g. 0.99")
+    train.validate(setup, hparams, num_train=dataset.x_train.shape[0])
+    size = config.ensemble.size
+    state, history = train_seeds(jax.random.key(int(config.seed)), hparams,
+                                 train.to_device(dataset), setup, size)
+    names = tuple(f"seed {config.seed}/{i}" for i in range(size))
+    _check_finite(history, names, f"learning_rate={hparams['learning_rate']:g}")
+    raw = Group(setup, state.params, names)
+    if ema:
+        return [Group(setup, state.ema, tuple(f"ema {n}" for n in names))], raw
+    return [raw], None
+
+
+def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> list[Group]:
+    """The top ``size`` sweep trials, retrained, one vmapped fit per structure."""
+    search_dir = config.ensemble.get("search_dir")
+    trials = top_trials(search_dir, config.ensemble.size)
+    base = _source_config(search_dir, config, required=False)
+    device_data = train.to_device(dataset)
+    groups = []
+    for setup, ts, hps in group_trials(trials, base, dataset.num_features, dataset.num_classes):
+        train.validate(setup, {}, num_train=dataset.x_train.shape[0])
+        state, history = train_trials([t["seed"] for t in ts], hps, device_data, setup)
+        names = tuple(f"trial {t['trial']}" for t in ts)
+        _check_finite(history, names, f"the hyperparameters of {search_dir}/trials.csv")
+        got = np.asarray(history["val_accuracy"])[:, -1]
+        for name, t, acc in zip(names, ts, got):
+            if abs(acc - t["val_accuracy"]) > 0.01:
+                logging.warning("%s retrained to val accuracy %.4f but trials.csv records %.4f: "
+                                "the data set or config differs from the sweep's", name, acc,
+                                t["val_accuracy"])
+        groups.append(Group(setup, state.params, names))
+    return groups
+
+
+def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -> list[Group]:
+    """The last ``size`` epoch checkpoints of one ``experiments.train`` workdir."""
+    size = config.ensemble.size
+    _check_size(size)
+    train_dir = config.ensemble.get("train_dir")
+    if not train_dir:
+        raise ValueError("source 'checkpoints' needs a training workdir: set "
+                         "--config.ensemble.train_dir=<workdir of experiments.train>")
+    if not os.path.isdir(train_dir):
+        raise FileNotFoundError(f"training workdir {train_dir!r} does not exist; run "
+                                f"python -m experiments.train --workdir={train_dir} first")
+    source = _source_config(train_dir, config, required=True)
+    if source.dataset.name != dataset.name:
+        raise ValueError(f"{train_dir!r} was trained on {source.dataset.name!r}, not "
+                         f"{dataset.name!r}; evaluate its checkpoints on the data set they were "
+                         "trained on (experiments.ensemble loads it from its config.json)")
+    setup = train.setup_from_config(source, dataset.num_features, dataset.num_classes)
+    ckpt_dir = os.path.join(train_dir, "checkpoints")
+    epochs = checkpoints.steps(ckpt_dir)
+    if size > len(epochs):
+        raise ValueError(f"ensemble size {size} is larger than the {len(epochs)} checkpoints in "
+                         f"{ckpt_dir!r}; set --config.ensemble.size={len(epochs)} or less, "
+                         "or train for more epochs")
+    epochs = epochs[-size:]
+    hp = _hp32(train.hparams_from_config(source))
+    state = train.init_state(jax.random.key(0), hp, setup, dataset.x_train.shape[0])
+    like = train.to_checkpoint(state)
+    try:
+        params = [checkpoints.restore(ckpt_dir, e, like=like)["params"] for e in epochs]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(
+            f"the checkpoints in {ckpt_dir!r} do not hold a {setup.model} model for "
+            f"{dataset.num_features} features and {dataset.num_classes} classes ({e}); "
+            f"evaluate them on the data set they were trained on ({source.dataset.name!r})") from e
+    stacked = jax.tree.map(lambda *p: jnp.stack(p), *params)
+    return [Group(setup, stacked, tuple(f"epoch {e}" for e in epochs))]
+
+
+def build_members(config: ml_collections.ConfigDict,
+                  dataset: data.Dataset) -> tuple[list[Group], Group | None]:
+    """The member groups a config names: ([Group], raw Group for source ``ema`` else None)."""
+    source = config.ensemble.source
+    if source not in SOURCES:
+        raise ValueError(f"unknown ensemble source {source!r}; valid: {', '.join(SOURCES)}")
+    _check_size(config.ensemble.size)
+    if source in ("seeds", "ema"):
+        groups, raw = from_seeds(config, dataset, ema=source == "ema")
+    elif source == "search":
+        groups, raw = from_search(config, dataset), None
+    else:
+        groups, raw = from_checkpoints(config, dataset), None
+    check_groups(groups, dataset.num_features, dataset.num_classes)
+    return groups, raw
