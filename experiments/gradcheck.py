@@ -9,7 +9,6 @@ most --max_full_params parameters, else a sparse check of --num_checks
 coordinates (at least one per leaf).
 """
 
-import json
 import os
 import sys
 
@@ -17,7 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from lib import data, gradcheck
+from lib import gradcheck, metrics, settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "If set, write config.json and summary.json.")
@@ -32,9 +31,7 @@ def main(argv):
   config = _CONFIG.value
   if _NUM_EXAMPLES.value < 1:
     raise app.UsageError("--num_examples must be >= 1.")
-  ds = data.load(config.dataset.name, config.dataset.get("data_dir"), seed=config.seed,
-                 num_val=config.dataset.get("num_val"),
-                 scale=config.dataset.get("scale", 1.0))
+  ds = settings.load_data(config)
   n = _NUM_EXAMPLES.value
   reports = gradcheck.check_model(
       config.model.name, config.loss.name, ds.x_train[:n], ds.y_train[:n],
@@ -45,13 +42,10 @@ def main(argv):
   print(gradcheck.format_report(reports))
   if _WORKDIR.value:
     os.makedirs(_WORKDIR.value, exist_ok=True)
-    with open(os.path.join(_WORKDIR.value, "config.json"), "w") as fp:
-      fp.write(config.to_json(indent=2))
-    summary = {"wrong": gradcheck.any_wrong(reports), "reports": {  # NaN -> null
-        r.name: [{k: None if v != v else v for k, v in l._asdict().items()}
-                 for l in r.leaves] for r in reports}}
-    with open(os.path.join(_WORKDIR.value, "summary.json"), "w") as fp:
-      json.dump(summary, fp, indent=2)
+    metrics.write_json(os.path.join(_WORKDIR.value, "config.json"), config.to_dict())
+    summary = {"wrong": gradcheck.any_wrong(reports), "reports": {
+        r.name: [l._asdict() for l in r.leaves] for r in reports}}
+    metrics.write_json(os.path.join(_WORKDIR.value, "summary.json"), summary)
   if gradcheck.any_wrong(reports):
     sys.exit(1)
 

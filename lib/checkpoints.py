@@ -91,6 +91,6 @@ def restore(directory: str, step: Optional[int] = None, like: Any = None) -> Any
             f"no checkpoint for step {step} in {directory!r}; available steps: {available}")
     with manager(directory, create=False) as mngr, _quiet():
         if like is None:
-            return mngr.restore(step)
+            return mngr.restore(step, args=ocp.args.StandardRestore())
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
         return mngr.restore(step, args=ocp.args.StandardRestore(abstract))

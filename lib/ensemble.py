@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import data, members, metrics, plots, train
+from lib import data, members, metrics, plots, settings, train
 from lib.types import Array, Params
 
 COMBINES = ("proba", "scores", "vote")
@@ -206,7 +206,7 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     _check_combine(how)
     config_dict = config.to_dict()
     metrics.check_config(workdir, config_dict, "ensemble")
-    dataset = train.load_data(members.data_config(config))
+    dataset = settings.load_data(members.data_config(config))
     t0 = time.perf_counter()
     groups, raw = members.build_members(config, dataset)
     jax.block_until_ready([g.params for g in groups])

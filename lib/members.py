@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import checkpoints, data, metrics, train
+from lib import checkpoints, data, metrics, settings, train
 from lib.types import Array, Params, PRNGKey
 
 SOURCES = ("seeds", "search", "checkpoints", "ema")
@@ -205,7 +205,7 @@ def trial_config(base: ml_collections.ConfigDict, trial: dict) -> ml_collections
     """``base`` with a trial's hyperparameters written into their config fields."""
     config = ml_collections.ConfigDict(base.to_dict())
     for name, value in trial["fields"].items():
-        train.set_field(config, train.CONFIG_PATHS[name], value)
+        settings.set_field(config, train.CONFIG_PATHS[name], value)
     return config
 
 
@@ -215,8 +215,8 @@ def group_trials(trials: Sequence[dict], base: ml_collections.ConfigDict, num_fe
     groups: dict[train.Setup, tuple[list, list]] = {}
     for t in trials:
         config = trial_config(base, t)
-        setup = train.setup_from_config(config, num_features, num_classes)
-        hp = train.hparams_from_config(config)
+        setup = settings.setup_from_config(config, num_features, num_classes)
+        hp = settings.hparams_from_config(config)
         train.validate(setup, hp)
         ts, hps = groups.setdefault(setup, ([], []))
         ts.append({**t, "seed": int(config.seed)})
@@ -267,8 +267,8 @@ def from_seeds(config: ml_collections.ConfigDict, dataset: data.Dataset,
     With ``ema`` the members are the running averages of the weights and the raw final
     weights come back as the second element.
     """
-    setup = train.setup_from_config(config, dataset.num_features, dataset.num_classes)
-    hparams = train.hparams_from_config(config)
+    setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
+    hparams = settings.hparams_from_config(config)
     if ema and hparams["ema_decay"] <= 0.0:
         raise ValueError("source 'ema' needs a running average: set --config.train.ema_decay "
                          "in (0, 1), e.g. 0.99")
@@ -322,7 +322,7 @@ def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -
         raise ValueError(f"{train_dir!r} was trained on {source.dataset.name!r}, not "
                          f"{dataset.name!r}; evaluate its checkpoints on the data set they were "
                          "trained on (experiments.ensemble loads it from its config.json)")
-    setup = train.setup_from_config(source, dataset.num_features, dataset.num_classes)
+    setup = settings.setup_from_config(source, dataset.num_features, dataset.num_classes)
     ckpt_dir = os.path.join(train_dir, "checkpoints")
     epochs = checkpoints.steps(ckpt_dir)
     if size > len(epochs):
@@ -330,7 +330,7 @@ def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -
                          f"{ckpt_dir!r}; set --config.ensemble.size={len(epochs)} or less, "
                          "or train for more epochs")
     epochs = epochs[-size:]
-    hp = _hp32(train.hparams_from_config(source))
+    hp = _hp32(settings.hparams_from_config(source))
     state = train.init_state(jax.random.key(0), hp, setup, dataset.x_train.shape[0])
     like = train.to_checkpoint(state)
     try:

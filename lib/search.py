@@ -25,7 +25,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from lib import checkpoints, metrics, plots, sharding, train
+from lib import checkpoints, metrics, plots, settings, sharding, train
 from lib.space import (Space, border_warnings, check_space, distributions, narrow,
                        sample_grid, sample_random, space_from_config, space_from_json,
                        space_to_json, stages_from_config, structure)
@@ -47,9 +47,9 @@ def _check_config(config: Any, workdir: str) -> dict:
                              "num_trials must be >= 1, top_fraction in (0, 1]")
     space = space_from_config(s.space)
     stages = stages_from_config(s.get("stages"), int(s.num_trials), int(config.train.num_epochs))
-    dataset = train.load_data(config)
-    setup = train.setup_from_config(config, dataset.num_features, dataset.num_classes)
-    hparams = train.hparams_from_config(config)
+    dataset = settings.load_data(config)
+    setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
+    hparams = settings.hparams_from_config(config)
     train.validate(setup, hparams, num_train=dataset.x_train.shape[0])
     check_space(space, setup, stages)
     config_dict = config.to_dict()

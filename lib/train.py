@@ -26,13 +26,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from lib import checkpoints, data, losses, metrics, plots, scores, updates
+from lib import checkpoints, data, losses, metrics, plots, scores, settings, updates
 from lib.types import Array, Params, PRNGKey
 
-MODELS = ("linear", "two_layer")
-LOSSES = ("hinge", "softmax")
+MODELS = tuple(sorted(scores.MODELS))
+LOSSES = tuple(sorted(losses.LOSSES))
 FULL_BATCH = ("lbfgs", "newton")  # one full-batch iteration per epoch
-SCHEDULES = ("constant", "exponential", "inverse_time", "step")
+SCHEDULES = ("constant", "exponential", "inverse_time", "step")  # see make_schedule
 
 # Every scalar hyperparameter that may be traced (and so vmapped over), with its default.
 DEFAULT_HPARAMS = {
@@ -50,6 +50,18 @@ DEFAULT_HPARAMS = {
     "ema_decay": 0.0,       # running average of the weights (used when Setup.ema)
 }
 HPARAMS = tuple(DEFAULT_HPARAMS)
+
+# Where each hyperparameter, structural choice and the seed live in a training config.
+CONFIG_PATHS = {
+    "learning_rate": "optimizer.learning_rate", "mu": "optimizer.mu",
+    "beta1": "optimizer.beta1", "beta2": "optimizer.beta2",
+    "decay_rate": "optimizer.decay_rate", "eps": "optimizer.eps",
+    "damping": "optimizer.damping", "reg": "loss.reg", "dropout": "model.dropout",
+    "lr_decay": "schedule.decay", "lr_k": "schedule.k", "ema_decay": "train.ema_decay",
+    "hidden": "model.hidden", "num_epochs": "train.num_epochs",
+    "batch_size": "train.batch_size", "optimizer": "optimizer.name", "model": "model.name",
+    "loss": "loss.name", "schedule": "schedule.name", "seed": "seed",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +115,7 @@ class TrainState(NamedTuple):
 def _check_name(kind: str, name: str, valid) -> None:
     if name not in valid:
         raise ValueError(
-            f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")
+            f"unknown {kind} {name!r}; valid {kind} names: {', '.join(sorted(valid))}")
 
 
 def optimizers() -> tuple[str, ...]:
@@ -111,8 +123,41 @@ def optimizers() -> tuple[str, ...]:
     return tuple(sorted(set(updates.RULES) | set(FULL_BATCH)))
 
 
+# name: (low, high, low inclusive, high inclusive); None = unbounded.
+_RANGES = {
+    "learning_rate": (0.0, None, False, False), "reg": (0.0, None, True, False),
+    "mu": (0.0, 1.0, True, False), "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False), "decay_rate": (0.0, 1.0, False, False),
+    "eps": (0.0, None, False, False), "damping": (0.0, None, True, False),
+    "dropout": (0.0, 1.0, True, False), "lr_decay": (0.0, 1.0, False, True),
+    "lr_k": (0.0, None, True, False), "ema_decay": (0.0, 1.0, True, False),
+    "margin": (0.0, None, False, False)}
+# Setup fields that must be >= 1, and where each is set in a config.
+_COUNTS = {"num_epochs": "train.num_epochs", "batch_size": "train.batch_size",
+           "hidden": "model.hidden", "schedule_every": "schedule.every",
+           "train_eval_size": "train.train_eval_size"}
+
+
+def _check_range(name: str, value: Any, flag: str) -> None:
+    if isinstance(value, jax.core.Tracer):
+        return
+    value = np.asarray(value)
+    low, high, low_in, high_in = _RANGES[name]
+    bad = ~np.isfinite(value) | ((value < low) if low_in else (value <= low))
+    if high is not None:
+        bad |= (value > high) if high_in else (value >= high)
+    if np.any(bad):
+        interval = ("[" if low_in else "(") + f"{low:g}, " + (
+            f"{high:g}" + ("]" if high_in else ")") if high is not None else "inf)")
+        raise ValueError(f"{name}={value} is out of range: set --config.{flag} to a value "
+                         f"in {interval}")
+
+
 def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None) -> None:
-    """Checks names and the ranges of concrete hyperparameters; raises ValueError."""
+    """Checks names, sizes and the ranges of concrete hyperparameters; raises ValueError.
+
+    Traced hyperparameters (inside jit or vmap) are not checked.
+    """
     _check_name("model", setup.model, MODELS)
     _check_name("loss", setup.loss, LOSSES)
     _check_name("optimizer", setup.optimizer, optimizers())
@@ -120,41 +165,28 @@ def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None
     unknown = set(hparams) - set(HPARAMS)
     if unknown:
         raise ValueError(f"unknown hyperparameters {sorted(unknown)}; valid: {', '.join(HPARAMS)}")
-    for name, low, high, closed in (
-            ("num_epochs", 1, None, True), ("batch_size", 1, None, True),
-            ("hidden", 1, None, True), ("schedule_every", 1, None, True)):
-        value = getattr(setup, name)
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
-    if num_train is not None and setup.optimizer not in FULL_BATCH and setup.batch_size > num_train:
+    for name, flag in _COUNTS.items():
+        if getattr(setup, name) < 1:
+            raise ValueError(f"{name}={getattr(setup, name)} must be >= 1: set --config.{flag}")
+    _check_range("margin", setup.margin, "loss.margin")
+    full_batch = setup.optimizer in FULL_BATCH
+    if num_train is not None and not full_batch and setup.batch_size > num_train:
         raise ValueError(
             f"batch_size {setup.batch_size} is larger than the {num_train} training examples; "
             f"set --config.train.batch_size to at most {num_train}")
-    if setup.optimizer == "newton":
+    if setup.optimizer == "newton" and num_params(setup) > 5000:
         size = num_params(setup)
-        if size > 5000:
-            raise ValueError(
-                f"newton forms the {size}x{size} Hessian, too large here; use optimizer lbfgs "
-                "(the practical second-order method) or a smaller model")
-    ranges = {  # name: (low, high, low_inclusive, high_inclusive)
-        "learning_rate": (0.0, None, False, True), "reg": (0.0, None, True, True),
-        "mu": (0.0, 1.0, True, False), "beta1": (0.0, 1.0, True, False),
-        "beta2": (0.0, 1.0, True, False), "decay_rate": (0.0, 1.0, False, False),
-        "eps": (0.0, None, False, True), "damping": (0.0, None, True, True),
-        "dropout": (0.0, 1.0, True, False), "lr_decay": (0.0, 1.0, False, True),
-        "lr_k": (0.0, None, True, True), "ema_decay": (0.0, 1.0, True, False)}
+        raise ValueError(
+            f"newton forms the {size}x{size} Hessian, too large here; use optimizer lbfgs "
+            "(the practical second-order method) or a smaller model")
     for name, value in hparams.items():
-        if isinstance(value, jax.core.Tracer):
-            continue
-        value = np.asarray(value)
-        low, high, low_in, high_in = ranges[name]
-        bad = ~np.isfinite(value) | ((value < low) if low_in else (value <= low))
-        if high is not None:
-            bad |= (value > high) if high_in else (value >= high)
-        if np.any(bad):
-            interval = (("[" if low_in else "(") + f"{low}, " +
-                        (f"{high}" if high is not None else "inf") + ("]" if high_in else ")"))
-            raise ValueError(f"hyperparameter {name}={value} is out of range: it must lie in {interval}")
+        if not (full_batch and name == "learning_rate"):  # lbfgs searches its step; newton's is 1
+            _check_range(name, value, CONFIG_PATHS[name])
+    dropout = hparams.get("dropout", 0.0)
+    if (full_batch and setup.model == "two_layer" and not isinstance(dropout, jax.core.Tracer)
+            and np.any(np.asarray(dropout) > 0)):
+        raise ValueError(f"{setup.optimizer} takes full-batch steps without dropout; set "
+                         "--config.model.dropout=0 or use a minibatch optimizer")
 
 
 def num_params(setup: Setup) -> int:
@@ -222,10 +254,7 @@ def make_rule(setup: Setup, hparams, schedule, full_loss: Callable[[Params], Arr
     if name == "adam":
         return updates.adam(schedule, beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"])
     if name == "newton":
-        def hessian_fn(params):
-            flat, unravel = jax.flatten_util.ravel_pytree(params)
-            return jax.hessian(lambda f: full_loss(unravel(f)))(flat)
-        return updates.newton(hessian_fn, damping=hp["damping"])
+        return updates.newton(updates.flat_hessian(full_loss), damping=hp["damping"])
     raise ValueError(f"no minibatch update rule for optimizer {name!r}")
 
 
@@ -240,9 +269,7 @@ def init_state(key: PRNGKey, hparams, setup: Setup, num_train: int) -> TrainStat
         opt_state = make_rule(setup, hparams, schedule, lambda p: 0.0).init(params)
     ema, ema_state = (), ()
     if setup.ema:
-        # A copy: the jitted epoch donates the state, and one buffer cannot be donated twice.
-        ema = jax.tree.map(jnp.copy, params)
-        ema_state = optax.ema(hparams["ema_decay"], debias=True).init(params)
+        ema, ema_state = params, optax.ema(hparams["ema_decay"], debias=True).init(params)
     return TrainState(params, opt_state, ema, ema_state, train_key, jnp.zeros((), jnp.int32))
 
 
@@ -253,6 +280,16 @@ def _global_norm(tree) -> Array:
 def accuracy(params: Params, x: Array, y: Array, setup: Setup) -> Array:
     """Fraction of ``x`` whose highest score is the label ``y``."""
     return losses.accuracy(predict(params, x, setup), y)
+
+
+def evaluate(params: Params, x: Array, y: Array, setup: Setup) -> dict[str, Array]:
+    """Mean data loss (no regulariser, no dropout) and accuracy of ``params`` on (x, y)."""
+    s = predict(params, x, setup)
+    if setup.loss == "softmax":
+        loss = losses.softmax_cross_entropy(s, y)
+    else:
+        loss = losses.multiclass_hinge(s, y, margin=setup.margin)
+    return {"loss": loss, "accuracy": losses.accuracy(s, y)}
 
 
 def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup):
@@ -308,7 +345,10 @@ def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup):
     carry = (state.params, state.opt_state, state.ema, state.ema_state)
     (params, opt_state, ema, ema_state), (values, ratios) = jax.lax.scan(
         step, carry, (jnp.arange(batches.shape[0]), batches))
-    lr = schedule((state.epoch + 1) * steps - 1)  # the rate of the epoch's last update
+    if setup.optimizer in FULL_BATCH:
+        lr = jnp.float32(jnp.nan)  # lbfgs searches its step, newton's is the full step
+    else:
+        lr = schedule((state.epoch + 1) * steps - 1)  # the rate of the epoch's last update
     new_state = TrainState(params, opt_state, ema, ema_state, state.key, state.epoch + 1)
     return new_state, {"train_loss": jnp.mean(values), "update_ratio": jnp.mean(ratios),
                        "learning_rate": lr}
@@ -317,8 +357,11 @@ def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup):
 def run_epoch(state: TrainState, hparams, dataset: Data, setup: Setup):
     """``train_epoch`` then the per-epoch accuracies; returns (state, metrics)."""
     state, m = train_epoch(state, hparams, dataset.x_train, dataset.y_train, setup)
-    k = min(setup.train_eval_size, dataset.x_train.shape[0])
-    m["train_accuracy"] = accuracy(state.params, dataset.x_train[:k], dataset.y_train[:k], setup)
+    # Every stride-th example, so a training set sorted by class is still sampled evenly.
+    n = dataset.x_train.shape[0]
+    stride, k = max(1, n // setup.train_eval_size), min(setup.train_eval_size, n)
+    m["train_accuracy"] = accuracy(state.params, dataset.x_train[::stride][:k],
+                                   dataset.y_train[::stride][:k], setup)
     m["val_accuracy"] = accuracy(state.params, dataset.x_val, dataset.y_val, setup)
     return state, m
 
@@ -341,68 +384,6 @@ def fit(key: PRNGKey, hparams: dict[str, Any], dataset: Data, setup: Setup):
 
 def to_device(ds: data.Dataset) -> Data:
     return Data(*(jax.device_put(a) for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val)))
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def setup_from_config(config: ml_collections.ConfigDict, num_features: int,
-                      num_classes: int) -> Setup:
-    return Setup(
-        num_features=num_features, num_classes=num_classes,
-        model=config.model.name, hidden=int(config.model.get("hidden", 100)),
-        loss=config.loss.name, margin=float(config.loss.get("margin", 1.0)),
-        optimizer=config.optimizer.name, schedule=config.schedule.get("name", "constant"),
-        schedule_every=int(config.schedule.get("every", 1)),
-        num_epochs=int(config.train.num_epochs), batch_size=int(config.train.batch_size),
-        ema=float(config.train.get("ema_decay", 0.0)) > 0.0,
-        train_eval_size=int(config.train.get("train_eval_size", 1000)))
-
-
-# Where each hyperparameter, structural choice and the seed live in a training config.
-CONFIG_PATHS = {
-    "learning_rate": "optimizer.learning_rate", "mu": "optimizer.mu",
-    "beta1": "optimizer.beta1", "beta2": "optimizer.beta2",
-    "decay_rate": "optimizer.decay_rate", "eps": "optimizer.eps",
-    "damping": "optimizer.damping", "reg": "loss.reg", "dropout": "model.dropout",
-    "lr_decay": "schedule.decay", "lr_k": "schedule.k", "ema_decay": "train.ema_decay",
-    "hidden": "model.hidden", "num_epochs": "train.num_epochs",
-    "batch_size": "train.batch_size", "optimizer": "optimizer.name", "model": "model.name",
-    "loss": "loss.name", "schedule": "schedule.name", "seed": "seed",
-}
-
-
-def get_field(config: ml_collections.ConfigDict, path: str, default: Any = None) -> Any:
-    """``config`` at a dotted ``path`` (``default`` where a part is missing)."""
-    node = config
-    for part in path.split("."):
-        if part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
-    """Sets ``config`` at a dotted ``path`` (the parent fields must exist)."""
-    *parents, leaf = path.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
-
-
-def hparams_from_config(config: ml_collections.ConfigDict) -> dict[str, float]:
-    """The traced hyperparameters a config sets (defaults for what it leaves out)."""
-    found = {k: get_field(config, CONFIG_PATHS[k]) for k in HPARAMS}
-    return {k: float(v) if v is not None else DEFAULT_HPARAMS[k] for k, v in found.items()}
-
-
-def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
-    """The data set a config names (raises a clear error before anything is written)."""
-    ds = config.dataset
-    return data.load(ds.name, ds.get("data_dir") or None, seed=int(config.get("seed", 0)),
-                     num_train=ds.get("num_train"), num_val=ds.get("num_val"),
-                     scale=float(ds.get("scale", 1.0)))
 
 
 # ----------------------------------------------------------------------------- experiment
@@ -432,9 +413,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Returns:
       the summary dict written to summary.json.
     """
-    dataset = load_data(config)
-    setup = setup_from_config(config, dataset.num_features, dataset.num_classes)
-    hparams = hparams_from_config(config)
+    dataset = settings.load_data(config)
+    setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
+    hparams = settings.hparams_from_config(config)
     validate(setup, hparams, num_train=dataset.x_train.shape[0])
     config_dict = config.to_dict()
     metrics.check_config(workdir, config_dict, "run", resumable=("train.num_epochs",))
@@ -459,7 +440,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     history = [r for r in metrics.read_jsonl(metrics_path) if r["epoch"] <= start]
     metrics.write_jsonl(metrics_path, history)
 
-    epoch_fn = jax.jit(functools.partial(run_epoch, setup=setup), donate_argnums=0)
+    # The epoch donates its input state: give it buffers of its own (optax's L-BFGS state,
+    # or EMA initialised to the params, would otherwise alias one buffer twice).
+    state = jax.tree.map(jnp.copy, state)
+    if start < setup.num_epochs:  # compiled ahead, so epoch seconds exclude the compile
+        t0 = time.perf_counter()
+        epoch_fn = jax.jit(functools.partial(run_epoch, setup=setup), donate_argnums=0).lower(
+            state, hp, device_data).compile()
+        logging.info("compiled the epoch in %.2fs", time.perf_counter() - t0)
     with checkpoints.manager(ckpt_dir) as ckpt:
         for epoch in range(start + 1, setup.num_epochs + 1):
             t0 = time.perf_counter()
@@ -496,18 +484,21 @@ def _describe_run(setup: Setup, hparams: dict) -> str:
 
 def _summarize(state: TrainState, dataset: data.Dataset, setup: Setup,
                history: list[dict]) -> dict[str, Any]:
-    acc = jax.jit(functools.partial(accuracy, setup=setup))
+    """Accuracies of the final params (and of the EMA), final loss, epoch seconds."""
+    evaluate_fn = jax.jit(functools.partial(evaluate, setup=setup))
+    splits = {"train": (dataset.x_train, dataset.y_train), "val": (dataset.x_val, dataset.y_val),
+              "test": (dataset.x_test, dataset.y_test)}
+
+    def accuracies(params, names):
+        return {f"{n}_accuracy": float(evaluate_fn(params, *splits[n])["accuracy"]) for n in names}
+
     summary = {
-        "train_accuracy": float(acc(state.params, dataset.x_train, dataset.y_train)),
-        "val_accuracy": float(acc(state.params, dataset.x_val, dataset.y_val)),
-        "test_accuracy": float(acc(state.params, dataset.x_test, dataset.y_test)),
+        **accuracies(state.params, ("train", "val", "test")),
         "final_loss": history[-1]["train_loss"] if history else float("nan"),
-        "seconds": float(sum(r["seconds"] for r in history)),
+        "seconds": float(sum(r["seconds"] for r in history)),  # training, compile excluded
         "epochs": len(history),
         "num_params": num_params(setup),
     }
     if setup.ema:
-        summary["ema"] = {
-            "val_accuracy": float(acc(state.ema, dataset.x_val, dataset.y_val)),
-            "test_accuracy": float(acc(state.ema, dataset.x_test, dataset.y_test))}
+        summary["ema"] = accuracies(state.ema, ("val", "test"))
     return summary

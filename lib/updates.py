@@ -311,13 +311,15 @@ def adam(learning_rate: ScalarOrSchedule = 1e-3, beta1: Scalar = 0.9,
     lr = lr_fn(state.count)
     m = _map(lambda m, dx: beta1 * m + (1 - beta1) * dx, state.m, grads)
     v = _map(lambda v, dx: beta2 * v + (1 - beta2) * dx**2, state.v, grads)
-    if bias_correction:
-      t = (state.count + 1).astype(jnp.float32)
-      c1, c2 = 1 - beta1**t, 1 - beta2**t
-    else:
-      c1 = c2 = 1.0
-    new = _map(lambda x, m, v: x - lr * (m / c1) / (jnp.sqrt(v / c2) + eps),
-               params, m, v)
+    t = state.count + 1
+
+    def step(x, m, v):
+      if bias_correction:  # in the parameters' precision (float64 stays float64)
+        m = m / (1 - beta1**t.astype(x.dtype))
+        v = v / (1 - beta2**t.astype(x.dtype))
+      return x - lr * m / (jnp.sqrt(v) + eps)
+
+    new = _map(step, params, m, v)
     return new, AdamState(optax.safe_increment(state.count), m, v)
 
   return UpdateRule(init, apply)

@@ -186,6 +186,24 @@ class AgainstFiniteDifferencesTest(parameterized.TestCase):
       np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8)
 
 
+class KinkConventionTest(absltest.TestCase):
+  """At an exact kink max(0, 0) has no gradient; the two implementations pick
+  different subgradients, and both are valid."""
+
+  def test_hinge_at_an_exact_kink(self):
+    # One example of class 0 with scores [1, 0]: margin 0 - 1 + 1 = 0 exactly.
+    params = {"W": jnp.array([[1.0, 0.0], [0.0, 0.0]]), "b": jnp.zeros(2)}
+    x, y = jnp.array([[1.0, 0.0]]), jnp.array([0])
+    _, grads = backprop.linear_hinge(params, x, y, 0.0)
+    loss_fn = lambda p: losses.multiclass_hinge(scores.linear(p, x), y)
+    auto = jax.grad(loss_fn)(params)
+    # backprop: the hinge counts as closed at 0 (subgradient 0), as the notes'
+    # code does with `margins > 0`.
+    np.testing.assert_array_equal(grads["W"], np.zeros((2, 2)))
+    # jax.grad of jnp.maximum(0, m) at m = 0 splits the gradient: 0.5.
+    np.testing.assert_array_equal(auto["W"], np.array([[-0.5, 0.0], [0.5, 0.0]]))
+
+
 class JitAndBadInputTest(absltest.TestCase):
 
   def test_jit_with_traced_reg_and_margin_traces_once(self):

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from configs import digits_ensemble
-from lib import checkpoints, ensemble, members, train
+from lib import checkpoints, ensemble, members, settings, train
 
 LR, REG, DECAY, EPOCHS, NUM_TRAIN = 0.5, 1e-3, 0.9, 3, 100
 
@@ -44,7 +44,7 @@ def shrunk_config(**ensemble_fields):
 
 @functools.cache
 def shrunk_dataset():
-    return train.load_data(shrunk_config())
+    return settings.load_data(shrunk_config())
 
 
 def np_softmax(s):
@@ -115,7 +115,7 @@ class SourcesTest(parameterized.TestCase):
             # Each member is fit(key(seed), its hparams), here through the seeds program.
             data = train.to_device(shrunk_dataset())
             for m, (seed, lr, reg) in enumerate([(5, 0.3, 1e-4), (6, 0.2, 0.0)]):
-                hp = {**train.hparams_from_config(shrunk_config()), "learning_rate": lr,
+                hp = {**settings.hparams_from_config(shrunk_config()), "learning_rate": lr,
                       "reg": reg}
                 keys = jnp.stack([jax.random.key(seed)] * 2)
                 state, _ = members._fit_seeds(keys, members._hp32(hp), data, group.setup)
@@ -151,7 +151,7 @@ class SourcesTest(parameterized.TestCase):
                                             saved["params"])
             result = ensemble.evaluate(groups, shrunk_dataset())
             self.assertAlmostEqual(result["members"][1]["val_accuracy"], summary["val_accuracy"])
-            spiral = train.load_data(ml_collections.ConfigDict(
+            spiral = settings.load_data(ml_collections.ConfigDict(
                 {"seed": 0, "dataset": {"name": "spiral", "scale": 1.0}}))  # 3 classes, 2-D
             with self.assertRaisesRegex(ValueError, "trained on 'digits', not 'spiral'"):
                 members.from_checkpoints(config, spiral)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lib import checkpoints, data, metrics, train
+from lib import checkpoints, data, metrics, settings, train
 from tests.fixtures import write_cifar, write_mnist
 
 WORKDIR_FILES = ("config.json", "metrics.jsonl", "summary.json", "curves.png")
@@ -27,7 +27,7 @@ def _config(name, **overrides):
     config = importlib.import_module(f"configs.{name}").get_config()
     config.train.num_epochs = 2
     for key, value in overrides.items():
-        train.set_field(config, key, value)
+        settings.set_field(config, key, value)
     return config
 
 
@@ -100,6 +100,19 @@ class ConfigsTest(TmpTestCase):
         self.assertTrue(np.isfinite(summary["final_loss"]))
 
 
+class EveryOptimizerTest(TmpTestCase):
+    """train_and_evaluate (jitted, donated epoch) with every optimizer, and with EMA."""
+
+    @parameterized.parameters(*train.optimizers())
+    def test_trains_two_epochs(self, optimizer):
+        config = _config("digits_softmax", **{
+            "optimizer.name": optimizer, "dataset.num_train": 200, "train.batch_size": 50,
+            "train.ema_decay": 0.5})
+        summary = train.train_and_evaluate(config, self.tmpdir())
+        self.assertGreater(summary["val_accuracy"], 0.5)
+        self.assertIn("val_accuracy", summary["ema"])
+
+
 class DefaultConfigTest(TmpTestCase):
 
     def test_digits_softmax_learns(self):
@@ -115,9 +128,9 @@ class DefaultConfigTest(TmpTestCase):
         results = {}
         for name in ("spiral_softmax", "spiral_two_layer"):
             config = importlib.import_module(f"configs.{name}").get_config()
-            ds = train.load_data(config)
-            setup = train.setup_from_config(config, ds.num_features, ds.num_classes)
-            hparams = train.hparams_from_config(config)
+            ds = settings.load_data(config)
+            setup = settings.setup_from_config(config, ds.num_features, ds.num_classes)
+            hparams = settings.hparams_from_config(config)
             state, _ = jax.jit(train.fit, static_argnums=3)(
                 jax.random.key(config.seed), hparams, train.to_device(ds), setup)
             results[name] = float(train.accuracy(state.params, ds.x_train, ds.y_train, setup))
@@ -127,8 +140,16 @@ class DefaultConfigTest(TmpTestCase):
 
 class ResumeTest(TmpTestCase):
 
-    def test_interrupted_run_resumes_to_the_same_result(self):
-        config = _config("digits_softmax", **{"train.num_epochs": 4})
+    @parameterized.named_parameters(
+        ("linear_momentum", "digits_softmax", {}),
+        ("two_layer_adam_dropout_step_ema", "digits_softmax", {
+            "model.name": "two_layer", "model.hidden": 16, "model.dropout": 0.3,
+            "optimizer.name": "adam", "optimizer.learning_rate": 1e-2, "schedule.name": "step",
+            "schedule.every": 1, "train.ema_decay": 0.9}),
+        ("lbfgs", "digits_softmax", {"optimizer.name": "lbfgs"}),
+    )
+    def test_interrupted_run_resumes_to_the_same_result(self, name, overrides):
+        config = _config(name, **{"train.num_epochs": 4, **overrides})
         full = self.tmpdir()
         train.train_and_evaluate(config, full)
 
@@ -151,9 +172,8 @@ class ResumeTest(TmpTestCase):
         self.assertEqual(
             _without_seconds(records),
             _without_seconds(metrics.read_jsonl(os.path.join(full, "metrics.jsonl"))))
-        restored = [checkpoints.restore(os.path.join(d, "checkpoints"))["params"]
-                    for d in (full, interrupted)]
-        chex.assert_trees_all_equal(*restored)
+        restored = [checkpoints.restore(os.path.join(d, "checkpoints")) for d in (full, interrupted)]
+        chex.assert_trees_all_equal(*restored)  # params, optimizer state, EMA, key, epoch
 
     def test_finished_run_only_reevaluates(self):
         config = _config("digits_softmax")
@@ -232,6 +252,13 @@ class BadInputTest(TmpTestCase):
         ("negative_reg", {"loss.reg": -1.0}, ValueError, r"reg=-1.0 is out of range"),
         ("zero_learning_rate", {"optimizer.learning_rate": 0.0}, ValueError, r"learning_rate"),
         ("other_config", {"loss.name": "hinge"}, ValueError, r"different config.*loss.name"),
+        ("zero_epochs", {"train.num_epochs": 0}, ValueError, r"--config.train.num_epochs"),
+        ("zero_train_eval_size", {"train.train_eval_size": 0}, ValueError,
+         r"--config.train.train_eval_size"),
+        ("negative_margin", {"loss.margin": -1.0}, ValueError, r"--config.loss.margin"),
+        ("mu_one", {"optimizer.mu": 1.0}, ValueError, r"--config.optimizer.mu .*\[0, 1\)"),
+        ("full_batch_dropout", {"optimizer.name": "lbfgs", "model.name": "two_layer",
+                                "model.dropout": 0.5}, ValueError, r"--config.model.dropout=0"),
     )
     def test_error_leaves_workdir_untouched(self, overrides, error, pattern):
         with self.assertRaisesRegex(error, pattern):

@@ -21,6 +21,11 @@ X0_NP = _RNG.normal(size=7)
 X_STAR = np.linalg.solve(A_NP, B_NP)
 _, UNRAVEL = ravel_pytree({"W": jnp.zeros((2, 2)), "b": jnp.zeros(3)})
 PARAMS0 = UNRAVEL(jnp.asarray(X0_NP, jnp.float32))
+
+
+def UNRAVEL64(x):  # noqa: N802 (a function like UNRAVEL, for float64 vectors)
+  """Float64 vector -> the two-leaf pytree (``UNRAVEL`` casts to float32)."""
+  return {"W": x[:4].reshape(2, 2), "b": x[4:]}
 A, B = jnp.asarray(A_NP, jnp.float32), jnp.asarray(B_NP, jnp.float32)
 STEPS = 50
 
@@ -190,6 +195,26 @@ class RulesAgainstNumpyTest(parameterized.TestCase):
     chex.assert_trees_all_close(np.asarray(traj), expected, **TOL)
     # The run must actually move, or the comparison would be vacuous.
     self.assertGreater(np.abs(expected[-1] - X0_NP).max(), 0.1)
+
+  @parameterized.named_parameters((rule, rule) for rule in RULE_CASES)
+  def test_matches_numpy_in_float64(self, rule):
+    """In float64 the rules are the notes' formulas to the last digits."""
+    factory, hp, reference, lr0 = RULE_CASES[rule]
+    with jax.enable_x64(True):
+      a, b = jnp.asarray(A_NP), jnp.asarray(B_NP)
+      rule_ = factory(lr0, **hp)
+
+      def body(carry, _):
+        p, s = carry
+        x = ravel_pytree(p)[0]
+        p, s = rule_.apply(p, s, UNRAVEL64(a @ x - b))
+        return (p, s), ravel_pytree(p)[0]
+
+      params = UNRAVEL64(jnp.asarray(X0_NP))
+      _, traj = jax.lax.scan(body, (params, rule_.init(params)), length=STEPS)
+      self.assertEqual(traj.dtype, jnp.float64)
+      np.testing.assert_allclose(np.asarray(traj), reference(lambda t: lr0, **hp),
+                                 rtol=1e-12, atol=1e-12)
 
   def test_nesterov_two_forms_agree(self):
     """The re-parameterised x is the look-ahead point x + mu*v of the
