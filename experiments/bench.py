@@ -105,17 +105,7 @@ def hparams32(**overrides) -> dict[str, jax.Array]:
 
 def epoch_batches(state: train.TrainState, n: int, setup: train.Setup, epoch: int) -> np.ndarray:
     """The minibatch indices (steps, B) scorelab's ``train_epoch`` draws for ``epoch`` (0-based)."""
-    if hasattr(train, "epoch_batches"):
-        return np.asarray(train.epoch_batches(state.key, jnp.int32(epoch), n, setup))
-    perm_key, _ = jax.random.split(jax.random.fold_in(state.key, epoch))
-    steps = train.steps_per_epoch(setup, n)
-    perm = jax.random.permutation(perm_key, n)
-    return np.asarray(perm[: steps * setup.batch_size]).reshape(steps, setup.batch_size)
-
-
-def put(a: np.ndarray) -> jax.Array:
-    """Puts ``a`` on the device as scorelab's experiments do (``train.put`` where it exists)."""
-    return getattr(train, "put", jax.device_put)(a)
+    return np.asarray(train.epoch_batches(state.key, jnp.int32(epoch), n, setup))
 
 
 def _numpy_variants(run: Callable[[str], Any]) -> dict[str, Callable[[], Any]]:
@@ -147,7 +137,7 @@ def bench_train(repeats: int) -> dict[str, Any]:
     hp = hparams32(learning_rate=lr, reg=reg, mu=mu)
     x_np, y_np = random_data(n, d, k, _SEED.value)
     x_val, y_val = random_data(max(1, n // 49), d, k, _SEED.value + 1)
-    dataset = train.Data(*(put(a) for a in (x_np, y_np, x_val, y_val)))
+    dataset = train.Data(*(jax.device_put(a) for a in (x_np, y_np, x_val, y_val)))
     key = jax.random.key(_SEED.value)
     fresh = lambda: train.init_state(key, hp, setup, n)
 
@@ -210,7 +200,7 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
                         batch_size=_BATCH_SIZE.value, train_eval_size=min(1000, n))
     x_np, y_np = random_data(n, d, k, _SEED.value)
     xv_np, yv_np = random_data(_NUM_VAL.value, d, k, _SEED.value + 1)
-    dataset = train.Data(*(put(a) for a in (x_np, y_np, xv_np, yv_np)))
+    dataset = train.Data(*(jax.device_put(a) for a in (x_np, y_np, xv_np, yv_np)))
     rng = np.random.default_rng(_SEED.value)
     lrs = 10.0 ** rng.uniform(-4, -2, m)
     regs = 10.0 ** rng.uniform(-5, -2, m)
@@ -260,7 +250,7 @@ def bench_ensemble(repeats: int) -> dict[str, Any]:
     rng = np.random.default_rng(_SEED.value + 1)
     params_np = {"W": 1e-3 * rng.standard_normal((m, k, d), dtype=np.float32),
                  "b": 1e-3 * rng.standard_normal((m, k), dtype=np.float32)}
-    x, params = put(x_np), jax.device_put(params_np)
+    x, params = jax.device_put(x_np), jax.device_put(params_np)
 
     def wide_matmul(p, x):  # the floor: one (N, D) x (D, M*K) product, nothing else
         return x @ p["W"].reshape(m * k, d).T + p["b"].reshape(m * k)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import checkpoints, data, metrics, settings, train
+from lib import checkpoints, data, metrics, settings, sharding, train
 from lib.types import Array, Params, PRNGKey
 
 SOURCES = ("seeds", "search", "checkpoints", "ema")
@@ -77,10 +77,9 @@ def check_groups(groups: Sequence[Group], num_features: int | None = None,
 
 # ----------------------------------------------------------------------------- training
 
-# One compiled program per Setup, reused across calls: keys batched, hparams and data shared
-# (seeds), or keys and hparams batched (trials).
+# One compiled program per Setup, reused across calls: keys batched, hparams and data shared.
+# (Trials, whose hparams differ too, run through lib.sharding.fit_trials.)
 _fit_seeds = jax.jit(jax.vmap(train.fit, in_axes=(0, None, None, None)), static_argnums=3)
-_fit_trials = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_argnums=3)
 
 
 def _hp32(hparams: dict[str, Any]) -> dict[str, Array]:
@@ -113,14 +112,16 @@ def train_seeds(key: PRNGKey, hparams: dict[str, Any], dataset: train.Data,
 
 
 def train_trials(seeds: Sequence[int], hparams: Sequence[dict[str, Any]], dataset: train.Data,
-                 setup: train.Setup) -> tuple[train.TrainState, dict[str, Array]]:
-    """Trains one model per (seed, hparams) row, ``fit(jax.random.key(seed), ...)``, vmapped."""
-    if len(seeds) != len(hparams) or not seeds:
-        raise ValueError(f"need one seed per hparams row, got {len(seeds)} and {len(hparams)}")
-    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
-    rows = [_hp32(h) for h in hparams]
-    stacked = {k: jnp.stack([r[k] for r in rows]) for k in rows[0]}
-    return _fit_trials(keys, stacked, dataset, setup)
+                 setup: train.Setup, order_seed: int | None = None):
+    """Trains one model per (seed, hparams) row, as the sweep did: ``fit(jax.random.key(seed),
+    ..., order_key=jax.random.key(order_seed))`` (own minibatch order without ``order_seed``),
+    vmapped and sharded over the local devices.
+
+    Returns:
+      (TrainState, history) with a leading trial axis, on the host.
+    """
+    return sharding.fit_trials([int(s) for s in seeds], list(hparams), dataset, setup,
+                               order_seed=order_seed)
 
 
 # ----------------------------------------------------------------------------- sweep trials
@@ -184,8 +185,10 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
         number = row.get("trial") or row.get("number") or str(i)
         if row.get("stage") not in (None, ""):  # trial numbers may restart at every stage
             number = f"{number} (stage {row['stage']})"
+        order_seed = row.get("order_seed")
         trials.append({"trial": number, "val_accuracy": float(row["val_accuracy"]),
-                       "seed": fields.get("seed"), "fields": fields})
+                       "seed": fields.get("seed"), "fields": fields,
+                       "order_seed": int(order_seed) if order_seed not in (None, "") else None})
     trials.sort(key=lambda t: -t["val_accuracy"])  # stable: ties keep file order
     return trials
 
@@ -211,17 +214,18 @@ def trial_config(base: ml_collections.ConfigDict, trial: dict) -> ml_collections
 
 def group_trials(trials: Sequence[dict], base: ml_collections.ConfigDict, num_features: int,
                  num_classes: int) -> list[tuple[train.Setup, list[dict], list[dict]]]:
-    """Groups trials by structure: [(setup, trials, hparams per trial)], first-seen order."""
-    groups: dict[train.Setup, tuple[list, list]] = {}
+    """Groups trials by structure and minibatch-order seed: [(setup, trials, hparams per
+    trial)], first-seen order."""
+    groups: dict[tuple, tuple[list, list]] = {}
     for t in trials:
         config = trial_config(base, t)
         setup = settings.setup_from_config(config, num_features, num_classes)
         hp = settings.hparams_from_config(config)
         train.validate(setup, hp)
-        ts, hps = groups.setdefault(setup, ([], []))
+        ts, hps = groups.setdefault((setup, t.get("order_seed")), ([], []))
         ts.append({**t, "seed": int(config.seed)})
         hps.append(hp)
-    return [(s, ts, hps) for s, (ts, hps) in groups.items()]
+    return [(s, ts, hps) for (s, _), (ts, hps) in groups.items()]
 
 
 # ----------------------------------------------------------------------------- configs
@@ -293,7 +297,8 @@ def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> lis
     groups = []
     for setup, ts, hps in group_trials(trials, base, dataset.num_features, dataset.num_classes):
         train.validate(setup, {}, num_train=dataset.x_train.shape[0])
-        state, history = train_trials([t["seed"] for t in ts], hps, device_data, setup)
+        state, history = train_trials([t["seed"] for t in ts], hps, device_data, setup,
+                                      order_seed=ts[0].get("order_seed"))
         names = tuple(f"trial {t['trial']}" for t in ts)
         _check_finite(history, names, f"the hyperparameters of {search_dir}/trials.csv")
         got = np.asarray(history["val_accuracy"])[:, -1]

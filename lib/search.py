@@ -1,8 +1,12 @@
 """Hyperparameter search: runs a study over a search space (``lib.space``), resumably.
 
 ``run_search(config, workdir)`` drives a sweep: each batch of trials of one shape is one
-vmapped, sharded ``train.fit`` (``lib.sharding``); the trials live in an Optuna study in the
-workdir, so rerunning the same command resumes it. Stage s + 1 samples inside the range the
+vmapped, sharded ``train.fit`` (``lib.sharding``). Each trial has its own seed (its
+initialisation and dropout) but every trial of a study draws its minibatches in the same
+order, from ``search.seed``: trials differ only in what the search varies (common random
+numbers), and each minibatch is gathered once for the whole batch, whose products become one
+wide matrix product. The trials live in an Optuna study in the workdir, so rerunning the same
+command resumes it. Stage s + 1 samples inside the range the
 best trials of stage s narrowed (coarse to fine). Outputs: trials.csv, summary.json,
 search.png, best_hparams.json and the best trial's params (orbax).
 """
@@ -133,7 +137,8 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list
     # so few compiles), at most the batch.
     lanes = min(full, max(1 << (len(items) - 1).bit_length(), full // 4))
     t0 = time.perf_counter()
-    state, history = sharding.fit_trials(seeds, rows, ctx["data"], setup, ctx["mesh"], lanes)
+    state, history = sharding.fit_trials(seeds, rows, ctx["data"], setup, ctx["mesh"], lanes,
+                                         order_seed=ctx["seed"])
     share = (time.perf_counter() - t0) / len(items)
     diverged = sharding.diverged(history)
     out = []
@@ -141,6 +146,7 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list
         div_epoch = (int(np.argmin(np.isfinite(history["train_loss"][j]))) + 1
                      if diverged[j] else None)
         result = {"status": "diverged" if diverged[j] else "complete", "seed": seeds[j],
+                  "order_seed": ctx["seed"],
                   "num_epochs": setup.num_epochs, "seconds": share, "diverged_epoch": div_epoch,
                   "train_accuracy": float(history["train_accuracy"][j, -1]),
                   "val_accuracy": float(history["val_accuracy"][j, -1]),
@@ -313,7 +319,8 @@ def _best_params(workdir: str, best: dict, ctx: dict):
     else:
         row = {**ctx["hparams"], **{k: v for k, v in best["hparams"].items()
                                     if k in train.HPARAMS}}
-        state, _ = sharding.fit_trials([best["seed"]], [row], ctx["data"], setup, ctx["mesh"])
+        state, _ = sharding.fit_trials([best["seed"]], [row], ctx["data"], setup, ctx["mesh"],
+                                       order_seed=best["order_seed"])
         params = sharding.trial_params(state, 0)
     tmp = path + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -330,7 +337,8 @@ def _write_best(workdir: str, best: dict, test_accuracy: float) -> None:
     overrides = {train.CONFIG_PATHS[k]: v for k, v in values.items()}
     metrics.write_json(os.path.join(workdir, "best_hparams.json"), {
         "trial": {"stage": best["stage"], "trial": best["trial"]}, "hparams": best["hparams"],
-        "seed": best["seed"], "val_accuracy": best["val_accuracy"],
+        "seed": best["seed"], "order_seed": best["order_seed"],
+        "val_accuracy": best["val_accuracy"],
         "train_accuracy": best["train_accuracy"], "test_accuracy": test_accuracy,
         "overrides": overrides,
         "flags": " ".join(f"--config.{k}={v}" for k, v in sorted(overrides.items()))})
@@ -338,7 +346,7 @@ def _write_best(workdir: str, best: dict, test_accuracy: float) -> None:
 
 def _write_csv(path: str, records: list[dict], space: Space) -> None:
     names = sorted(space)
-    cols = ["stage", "trial", "slot", "status", "seed", "num_epochs", *names,
+    cols = ["stage", "trial", "slot", "status", "seed", "order_seed", "num_epochs", *names,
             "train_accuracy", "val_accuracy", "seconds", "diverged_epoch",
             "val_accuracy_per_epoch"]
     with open(path + ".tmp", "w", newline="") as f:
@@ -346,7 +354,7 @@ def _write_csv(path: str, records: list[dict], space: Space) -> None:
         writer.writerow(cols)
         for r in records:
             writer.writerow([r["stage"], r["trial"], r["slot"], r["status"], r["seed"],
-                             r["num_epochs"], *(r["hparams"][n] for n in names),
+                             r["order_seed"], r["num_epochs"], *(r["hparams"][n] for n in names),
                              r["train_accuracy"], r["val_accuracy"], r["seconds"],
                              "" if r["diverged_epoch"] is None else r["diverged_epoch"],
                              " ".join(f"{v:.4f}" for v in r["val_accuracy_per_epoch"])])

@@ -2,7 +2,10 @@
 
 The keys and every hyperparameter carry a leading trial axis of size M, split over a 1-D
 mesh of all local devices (``PartitionSpec("trials")``); the data are replicated (each
-device holds one copy, shared by all of its trials, never one copy per trial). M is padded
+device holds one copy, shared by all of its trials, never one copy per trial). Trials
+given one ``order_seed`` share their minibatch order (common random numbers): each
+minibatch is then gathered once for all trials and their products are one wide matrix
+product, several times faster on a CPU than trials that each draw their own. M is padded
 to a multiple of the device count with copies of the first trial; the padding lanes are
 dropped from the results. Trials never interact: lane i computes exactly what ``fit`` would
 compute for trial i alone (up to float rounding), so a diverging lane poisons no other.
@@ -22,8 +25,11 @@ from lib.types import Params
 
 AXIS = "trials"
 
-# One compiled program per (Setup, batch shape); cached across stages and calls.
+# One compiled program per (Setup, batch shape); cached across stages and calls. The second
+# shares one (unbatched) minibatch-order key among the trials.
 _batched_fit = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_argnums=3)
+_batched_fit_shared_order = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None, None)),
+                                    static_argnums=3)
 
 
 def trial_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -54,8 +60,8 @@ def full_hparams(rows: Sequence[dict[str, float]]) -> dict[str, np.ndarray]:
 
 
 def fit_trials(seeds: Sequence[int], rows: Sequence[dict[str, float]], dataset: train.Data,
-               setup: train.Setup, mesh: Mesh | None = None,
-               pad_to: int | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+               setup: train.Setup, mesh: Mesh | None = None, pad_to: int | None = None,
+               order_seed: int | None = None) -> tuple[Any, dict[str, np.ndarray]]:
     """Trains one model per (seed, hparams row), all in one sharded, vmapped ``fit``.
 
     Args:
@@ -66,6 +72,9 @@ def fit_trials(seeds: Sequence[int], rows: Sequence[dict[str, float]], dataset: 
       mesh: the device mesh; default ``trial_mesh()``.
       pad_to: run this many lanes (>= len(rows)) so that batches of different sizes
         share one compiled program; rounded up to a multiple of the device count.
+      order_seed: if given, every trial draws its minibatches from
+        ``jax.random.key(order_seed)`` (``train.fit``'s ``order_key``) instead of from its
+        own seed; a trial's result then depends only on (seed, hparams, order_seed).
 
     Returns:
       (final TrainState, history) with a leading axis of len(rows), on the host (numpy).
@@ -81,7 +90,11 @@ def fit_trials(seeds: Sequence[int], rows: Sequence[dict[str, float]], dataset: 
     shard = NamedSharding(mesh, PartitionSpec(AXIS))
     keys = jax.device_put(jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32)), shard)
     hparams = {k: jax.device_put(v, shard) for k, v in full_hparams(rows).items()}
-    state, history = _batched_fit(keys, hparams, dataset, setup)
+    if order_seed is None:
+        state, history = _batched_fit(keys, hparams, dataset, setup)
+    else:
+        order_key = jax.device_put(jax.random.key(order_seed), NamedSharding(mesh, PartitionSpec()))
+        state, history = _batched_fit_shared_order(keys, hparams, dataset, setup, order_key)
     state = state._replace(key=jax.random.key_data(state.key))
     state, history = jax.device_get((state, history))
     return jax.tree.map(lambda a: a[:m], (state, history))

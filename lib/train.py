@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 from typing import Any, Callable, NamedTuple
@@ -226,6 +227,36 @@ def steps_per_epoch(setup: Setup, num_train: int) -> int:
     return 1 if setup.optimizer in FULL_BATCH else num_train // setup.batch_size
 
 
+def permutation(key: PRNGKey, n: int) -> Array:
+    """A uniformly random permutation of ``arange(n)`` (int32), by rounds of random sort keys.
+
+    Each round sorts ``(random bits << b) | index`` as one uint32 (b = bits of n - 1) and
+    keeps the low b bits: a shuffle by random sort keys, as ``jax.random.permutation`` does,
+    but with a one-operand sort, about 4x faster on a CPU than jax's key-value sort (the
+    shuffle was ~15% of a CIFAR-sized epoch). Equal keys keep their order within a round, so,
+    like jax, it repeats the round ``ceil(3 ln n / ln 2^(32 - b))`` times (jax's rule, with
+    32 - b key bits instead of 32). Not the same permutation as ``jax.random.permutation``.
+    """
+    b = max(1, (n - 1).bit_length())
+    if b > 24:  # fewer than 8 random bits per round: use jax's key-value shuffle
+        return jax.random.permutation(key, n).astype(jnp.int32)
+    rounds = max(1, math.ceil(3 * math.log(max(n, 2)) / ((32 - b) * math.log(2))))
+    mask = jnp.uint32((1 << b) - 1)
+    x = jnp.arange(n, dtype=jnp.uint32)
+    for round_key in jax.random.split(key, rounds):
+        bits = jax.random.bits(round_key, (n,), jnp.uint32)
+        x = jnp.sort((bits << b) | x) & mask
+    return x.astype(jnp.int32)
+
+
+def epoch_batches(key: PRNGKey, epoch: Array, n: int, setup: Setup) -> Array:
+    """The minibatch indices (steps, batch_size) of ``epoch``: a permutation drawn from
+    ``split(fold_in(key, epoch))[0]``, cut into steps (the last partial batch dropped)."""
+    perm_key, _ = jax.random.split(jax.random.fold_in(key, epoch))
+    steps = steps_per_epoch(setup, n)
+    return permutation(perm_key, n)[: steps * setup.batch_size].reshape(steps, setup.batch_size)
+
+
 def make_schedule(setup: Setup, hparams, steps: int) -> Callable[[Array], Array]:
     """The learning rate as a function of the update count (0 for the first update)."""
     lr = hparams["learning_rate"]
@@ -292,14 +323,25 @@ def evaluate(params: Params, x: Array, y: Array, setup: Setup) -> dict[str, Arra
     return {"loss": loss, "accuracy": losses.accuracy(s, y)}
 
 
-def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup):
-    """One pass over (x, y): returns the new state, mean minibatch loss and update ratio."""
+def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup,
+                order_key: PRNGKey | None = None, epoch: Array | None = None):
+    """One pass over (x, y): returns the new state, mean minibatch loss and update ratio.
+
+    Args:
+      state, hparams, x, y, setup: the run and its data.
+      order_key: the key of the minibatch order (default: the run's own ``state.key``).
+        Trials of a sweep share one, so under ``vmap`` each minibatch is gathered once
+        for all of them and their products become one wide matrix product.
+      epoch: ``state.epoch`` (the default), passed unbatched by ``fit`` for the same reason.
+    """
     n = x.shape[0]
+    epoch = state.epoch if epoch is None else epoch
+    order_key = state.key if order_key is None else order_key
     steps = steps_per_epoch(setup, n)
     schedule = make_schedule(setup, hparams, steps)
     full_loss = lambda p: objective(p, x, y, hparams, setup)
-    epoch_key = jax.random.fold_in(state.key, state.epoch)
-    perm_key, dropout_key = jax.random.split(epoch_key)
+    epoch_key = jax.random.fold_in(state.key, epoch)
+    dropout_key = jax.random.split(epoch_key)[1]  # [0] draws the minibatches (epoch_batches)
 
     if setup.optimizer == "lbfgs":
         tx = optax.lbfgs()
@@ -318,15 +360,16 @@ def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup):
             if setup.optimizer in FULL_BATCH:
                 xb, yb = x, y
             else:
-                xb, yb = jnp.take(x, batch, axis=0), jnp.take(y, batch, axis=0)
+                # In bounds by construction: no clamping or fill in the gather.
+                xb = x.at[batch].get(mode="promise_in_bounds")
+                yb = y.at[batch].get(mode="promise_in_bounds")
             value, grads = jax.value_and_grad(objective)(params, xb, yb, hparams, setup, key)
             params, opt_state = rule.apply(params, opt_state, grads)
             return value, params, opt_state
         if setup.optimizer in FULL_BATCH:
             batches = jnp.zeros((1, 0), jnp.int32)
         else:
-            perm = jax.random.permutation(perm_key, n)
-            batches = perm[: steps * setup.batch_size].reshape(steps, setup.batch_size)
+            batches = epoch_batches(order_key, epoch, n, setup)
 
     ema_tx = optax.ema(hparams["ema_decay"], debias=True) if setup.ema else None
 
@@ -348,15 +391,17 @@ def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup):
     if setup.optimizer in FULL_BATCH:
         lr = jnp.float32(jnp.nan)  # lbfgs searches its step, newton's is the full step
     else:
-        lr = schedule((state.epoch + 1) * steps - 1)  # the rate of the epoch's last update
+        lr = schedule((epoch + 1) * steps - 1)  # the rate of the epoch's last update
     new_state = TrainState(params, opt_state, ema, ema_state, state.key, state.epoch + 1)
     return new_state, {"train_loss": jnp.mean(values), "update_ratio": jnp.mean(ratios),
                        "learning_rate": lr}
 
 
-def run_epoch(state: TrainState, hparams, dataset: Data, setup: Setup):
+def run_epoch(state: TrainState, hparams, dataset: Data, setup: Setup,
+              order_key: PRNGKey | None = None, epoch: Array | None = None):
     """``train_epoch`` then the per-epoch accuracies; returns (state, metrics)."""
-    state, m = train_epoch(state, hparams, dataset.x_train, dataset.y_train, setup)
+    state, m = train_epoch(state, hparams, dataset.x_train, dataset.y_train, setup,
+                           order_key, epoch)
     # Every stride-th example, so a training set sorted by class is still sampled evenly.
     n = dataset.x_train.shape[0]
     stride, k = max(1, n // setup.train_eval_size), min(setup.train_eval_size, n)
@@ -366,11 +411,22 @@ def run_epoch(state: TrainState, hparams, dataset: Data, setup: Setup):
     return state, m
 
 
-def fit(key: PRNGKey, hparams: dict[str, Any], dataset: Data, setup: Setup):
+def fit(key: PRNGKey, hparams: dict[str, Any], dataset: Data, setup: Setup,
+        order_key: PRNGKey | None = None):
     """Trains one model from ``key`` for ``setup.num_epochs`` epochs: a pure function.
 
     ``jax.vmap(fit, in_axes=(0, 0, None, None))`` trains a batch of models (one per key and
-    hparams row) on the same, unbatched data.
+    hparams row) on the same, unbatched data. Given an unbatched ``order_key``
+    (``in_axes=(0, 0, None, None, None)``), the models share their minibatch order (common
+    random numbers, as a sweep wants): each minibatch is gathered once for the whole batch
+    and the batch's products are one wide matrix product, several times faster on a CPU.
+
+    Args:
+      key: initialisation, dropout and (without ``order_key``) minibatch order.
+      hparams: scalars named in ``HPARAMS`` (the rest default).
+      dataset: training and validation arrays.
+      setup: the static structure.
+      order_key: the key of the minibatch order; default: derived from ``key``.
 
     Returns:
       (final TrainState, history): history maps each metric of ``run_epoch`` to an array
@@ -378,8 +434,10 @@ def fit(key: PRNGKey, hparams: dict[str, Any], dataset: Data, setup: Setup):
     """
     hparams = {**DEFAULT_HPARAMS, **hparams}
     state = init_state(key, hparams, setup, dataset.x_train.shape[0])
-    return jax.lax.scan(lambda s, _: run_epoch(s, hparams, dataset, setup), state, None,
-                        length=setup.num_epochs)
+    # The epoch index comes from the scan, not the (batched) state, so the minibatch
+    # indices stay unbatched under vmap when order_key is shared.
+    return jax.lax.scan(lambda s, e: run_epoch(s, hparams, dataset, setup, order_key, e),
+                        state, jnp.arange(setup.num_epochs, dtype=jnp.int32))
 
 
 def to_device(ds: data.Dataset) -> Data:

@@ -273,6 +273,29 @@ class BadInputTest(TmpTestCase):
         self.assertEqual(metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")), [])
 
 
+class PermutationTest(parameterized.TestCase):
+
+    @parameterized.parameters(1, 2, 7, 1000, 49000)
+    def test_is_a_permutation(self, n):
+        perm = np.asarray(train.permutation(jax.random.key(n), n))
+        self.assertEqual(perm.dtype, np.int32)
+        np.testing.assert_array_equal(np.sort(perm), np.arange(n))
+
+    def test_uniform(self):
+        """Where each of 8 items lands, over 4000 keys: chi-square against uniform."""
+        n, draws = 8, 4000
+        perms = np.asarray(jax.vmap(lambda k: train.permutation(k, n))(
+            jax.random.split(jax.random.key(0), draws)))
+        counts = np.stack([(perms == i).sum(0) for i in range(n)])  # item x position
+        expected = draws / n
+        chi2 = ((counts - expected) ** 2 / expected).sum()
+        self.assertLess(chi2, 100.0)  # 49 degrees of freedom: p(chi2 > 100) < 3e-5
+        self.assertFalse(np.all(perms == np.arange(n)))
+        # Pairs of positions too: a sort with ties broken by index could favour order.
+        above = (perms[:, 0] < perms[:, 1]).mean()
+        self.assertBetween(above, 0.46, 0.54)
+
+
 class FitTest(parameterized.TestCase):
     """``fit`` with every update rule and schedule, on the (tiny) digits data."""
 
