@@ -20,8 +20,12 @@ def get_config():
     c.optimizer.name = "momentum"
     c.train.batch_size = 200
     c.train.num_epochs = 20
-    c.search = search_block(stages="64x1,16x5,4x20", trials_per_batch=32, space={
-        "learning_rate": {"low": 1e-5, "high": 1e-1, "scale": "log"},
-        "reg": {"low": 1e-5, "high": 1e0, "scale": "log"},
-    })
+    c.search = search_block(
+        stages="64x1,16x5,4x20",
+        trials_per_batch=32,
+        space={
+            "learning_rate": {"low": 1e-5, "high": 1e-1, "scale": "log"},
+            "reg": {"low": 1e-5, "high": 1e0, "scale": "log"},
+        },
+    )
     return c

@@ -20,10 +20,15 @@ def get_config():
     c.optimizer.learning_rate = 1e-3
     c.train.batch_size = 200
     c.train.num_epochs = 10
-    c.search = search_block(sampler="tpe", stages="64x1,16x5,4x15", trials_per_batch=32, space={
-        "learning_rate": {"low": 1e-5, "high": 1e-2, "scale": "log"},
-        "reg": {"low": 1e-6, "high": 1e-1, "scale": "log"},
-        "dropout": {"low": 0.0, "high": 0.6, "scale": "linear"},
-        "hidden": {"choices": (100, 200)},
-    })
+    c.search = search_block(
+        sampler="tpe",
+        stages="64x1,16x5,4x15",
+        trials_per_batch=32,
+        space={
+            "learning_rate": {"low": 1e-5, "high": 1e-2, "scale": "log"},
+            "reg": {"low": 1e-6, "high": 1e-1, "scale": "log"},
+            "dropout": {"low": 0.0, "high": 0.6, "scale": "linear"},
+            "hidden": {"choices": (100, 200)},
+        },
+    )
     return c

@@ -18,13 +18,15 @@ from configs import digits_softmax
 
 def ensemble_block(source: str = "seeds", size: int = 8) -> ml_collections.ConfigDict:
     """The ``ensemble`` fields every ensemble config has."""
-    return ml_collections.ConfigDict({
-        "source": source,  # seeds | search | checkpoints | ema
-        "size": size,  # number of members
-        "search_dir": "",  # source search: the workdir of experiments.sweep (its trials.csv)
-        "train_dir": "",  # source checkpoints: the workdir of experiments.train
-        "combine": "proba",  # proba (mean softmax) | scores (mean scores) | vote (majority)
-    })
+    return ml_collections.ConfigDict(
+        {
+            "source": source,  # seeds | search | checkpoints | ema
+            "size": size,  # number of members
+            "search_dir": "",  # source search: the workdir of experiments.sweep (its trials.csv)
+            "train_dir": "",  # source checkpoints: the workdir of experiments.train
+            "combine": "proba",  # proba (mean softmax) | scores (mean scores) | vote (majority)
+        }
+    )
 
 
 def get_config():

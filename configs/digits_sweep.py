@@ -15,12 +15,12 @@ from configs import digits_softmax
 def search_block(**overrides) -> ml_collections.ConfigDict:
     """The ``search`` fields every sweep config has (lib/search.py; the space: lib/space.py)."""
     block = {
-        "sampler": "random",      # random | grid | tpe
+        "sampler": "random",  # random | grid | tpe
         "seed": 0,
-        "num_trials": 64,         # used when stages is empty (with train.num_epochs)
-        "stages": "",             # "64x2,16x10,4x30": trials x epochs per stage
-        "top_fraction": 0.25,     # each stage narrows the ranges around this best fraction
-        "trials_per_batch": 64,   # trials per vmapped program (padded to the device count)
+        "num_trials": 64,  # used when stages is empty (with train.num_epochs)
+        "stages": "",  # "64x2,16x10,4x30": trials x epochs per stage
+        "top_fraction": 0.25,  # each stage narrows the ranges around this best fraction
+        "trials_per_batch": 64,  # trials per vmapped program (padded to the device count)
         "storage": config_dict.placeholder(str),  # RDB URL; default <workdir>/study.journal
         "study_name": "sweep",
         "space": {},
@@ -31,8 +31,11 @@ def search_block(**overrides) -> ml_collections.ConfigDict:
 
 def get_config():
     c = digits_softmax.get_config()
-    c.search = search_block(stages="64x2,16x10,4x30", space={
-        "learning_rate": {"low": 1e-4, "high": 10.0, "scale": "log"},
-        "reg": {"low": 1e-6, "high": 1e-1, "scale": "log"},
-    })
+    c.search = search_block(
+        stages="64x2,16x10,4x30",
+        space={
+            "learning_rate": {"low": 1e-4, "high": 10.0, "scale": "log"},
+            "reg": {"low": 1e-6, "high": 1e-1, "scale": "log"},
+        },
+    )
     return c

@@ -88,7 +88,8 @@ def blas_info() -> list[dict[str, Any]]:
 
 def device_info() -> str:
     dev = jax.devices()[0]
-    return f"{dev.platform}:{dev.device_kind} x{jax.device_count()} ({platform.processor() or platform.machine()})"
+    cpu = platform.processor() or platform.machine()
+    return f"{dev.platform}:{dev.device_kind} x{jax.device_count()} ({cpu})"
 
 
 def random_data(num: int, num_features: int, num_classes: int, seed: int):
@@ -110,11 +111,17 @@ def epoch_batches(state: train.TrainState, n: int, setup: train.Setup, epoch: in
 
 def _numpy_variants(run: Callable[[str], Any]) -> dict[str, Callable[[], Any]]:
     """numpy's two weight layouts, each with BLAS's default threads and with one thread."""
+
     def limited(layout):
         with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
             return run(layout)
-    return {"numpy_dk": lambda: run("DK"), "numpy_kd": lambda: run("KD"),
-            "numpy_dk_1thread": lambda: limited("DK"), "numpy_kd_1thread": lambda: limited("KD")}
+
+    return {
+        "numpy_dk": lambda: run("DK"),
+        "numpy_kd": lambda: run("KD"),
+        "numpy_dk_1thread": lambda: limited("DK"),
+        "numpy_kd_1thread": lambda: limited("KD"),
+    }
 
 
 def _medians(times: dict[str, list[float]]) -> dict[str, float]:
@@ -131,8 +138,15 @@ def _medians(times: dict[str, list[float]]) -> dict[str, float]:
 def bench_train(repeats: int) -> dict[str, Any]:
     """One epoch of SGD momentum: scorelab's jitted epoch vs the numpy trainer."""
     n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
-    setup = train.Setup(d, k, optimizer="momentum", loss="softmax", num_epochs=2,
-                        batch_size=_BATCH_SIZE.value, train_eval_size=min(1000, n))
+    setup = train.Setup(
+        d,
+        k,
+        optimizer="momentum",
+        loss="softmax",
+        num_epochs=2,
+        batch_size=_BATCH_SIZE.value,
+        train_eval_size=min(1000, n),
+    )
     lr, reg, mu = _LEARNING_RATE.value, _REG.value, _MU.value
     hp = hparams32(learning_rate=lr, reg=reg, mu=mu)
     x_np, y_np = random_data(n, d, k, _SEED.value)
@@ -162,7 +176,8 @@ def bench_train(repeats: int) -> dict[str, Any]:
             loss = numpy_trainer.train_epoch(model, x_np, y_np, b, lr, reg, mu)
         check[f"numpy_{layout.lower()}"] = loss
         check[f"max_abs_dW_numpy_{layout.lower()}"] = float(
-            np.max(np.abs(numpy_trainer.weights_kd(model) - w_sl)))
+            np.max(np.abs(numpy_trainer.weights_kd(model) - w_sl))
+        )
 
     states = {"train": fresh(), "run": fresh()}
     models = {lay: numpy_trainer.init(w0, b0, lay) for lay in numpy_trainer.LAYOUTS}
@@ -173,23 +188,34 @@ def bench_train(repeats: int) -> dict[str, Any]:
         def go():
             states[which], m = fn(states[which], hp, *args)
             jax.block_until_ready(m)
+
         return go
 
     def numpy_epoch(layout):  # the numpy loop shuffles on the host, as the course's does
         b = rng.permutation(n)[: steps * setup.batch_size].reshape(steps, setup.batch_size)
         return numpy_trainer.train_epoch(models[layout], x_np, y_np, b, lr, reg, mu)
 
-    fns = {"scorelab": sl("train", train_epoch, dataset.x_train, dataset.y_train),
-           "scorelab_run_epoch": sl("run", run_epoch, dataset),
-           **_numpy_variants(numpy_epoch)}
+    fns = {
+        "scorelab": sl("train", train_epoch, dataset.x_train, dataset.y_train),
+        "scorelab_run_epoch": sl("run", run_epoch, dataset),
+        **_numpy_variants(numpy_epoch),
+    }
     times = interleaved(fns, repeats)
     seconds = _medians(times)
-    return {"shapes": {"num_train": n, "num_features": d, "num_classes": k,
-                       "batch_size": setup.batch_size, "steps_per_epoch": steps},
-            "seconds": seconds, "min_seconds": {m: float(min(t)) for m, t in times.items()},
-            "compile_seconds": {"scorelab": c_train, "scorelab_run_epoch": c_run},
-            "loss_after_2_epochs": check,
-            "scorelab_over_numpy": seconds["scorelab"] / seconds["numpy"]}
+    return {
+        "shapes": {
+            "num_train": n,
+            "num_features": d,
+            "num_classes": k,
+            "batch_size": setup.batch_size,
+            "steps_per_epoch": steps,
+        },
+        "seconds": seconds,
+        "min_seconds": {m: float(min(t)) for m, t in times.items()},
+        "compile_seconds": {"scorelab": c_train, "scorelab_run_epoch": c_run},
+        "loss_after_2_epochs": check,
+        "scorelab_over_numpy": seconds["scorelab"] / seconds["numpy"],
+    }
 
 
 def bench_sweep(repeats: int) -> dict[str, Any]:
@@ -197,8 +223,14 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
     ``fit`` as lib.search runs it (one seed per configuration, one shared minibatch order)
     vs a numpy loop; ``scorelab_own_order`` lets each configuration draw its own order."""
     m, n, d, k = _SWEEP_CONFIGS.value, _SWEEP_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
-    setup = train.Setup(d, k, optimizer="momentum", num_epochs=_SWEEP_EPOCHS.value,
-                        batch_size=_BATCH_SIZE.value, train_eval_size=min(1000, n))
+    setup = train.Setup(
+        d,
+        k,
+        optimizer="momentum",
+        num_epochs=_SWEEP_EPOCHS.value,
+        batch_size=_BATCH_SIZE.value,
+        train_eval_size=min(1000, n),
+    )
     x_np, y_np = random_data(n, d, k, _SEED.value)
     xv_np, yv_np = random_data(_NUM_VAL.value, d, k, _SEED.value + 1)
     dataset = train.Data(*(jax.device_put(a) for a in (x_np, y_np, xv_np, yv_np)))
@@ -206,8 +238,11 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
     lrs = 10.0 ** rng.uniform(-4, -2, m)
     regs = 10.0 ** rng.uniform(-5, -2, m)
     hp = {name: np.full(m, v, np.float32) for name, v in train.DEFAULT_HPARAMS.items()}
-    hp.update(learning_rate=lrs.astype(np.float32), reg=regs.astype(np.float32),
-              mu=np.full(m, _MU.value, np.float32))
+    hp.update(
+        learning_rate=lrs.astype(np.float32),
+        reg=regs.astype(np.float32),
+        mu=np.full(m, _MU.value, np.float32),
+    )
     keys = jax.vmap(jax.random.key)(jnp.arange(m, dtype=jnp.uint32) + _SEED.value)
 
     order_key = jax.random.key(_SEED.value)
@@ -225,40 +260,56 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
             for _ in range(setup.num_epochs):
                 b = rng.permutation(n)[: steps * setup.batch_size].reshape(steps, -1)
                 numpy_trainer.train_epoch(model, x_np, y_np, b, lrs[i], regs[i], _MU.value)
-                numpy_trainer.accuracy(model, x_np[: setup.train_eval_size],
-                                       y_np[: setup.train_eval_size])
+                numpy_trainer.accuracy(
+                    model, x_np[: setup.train_eval_size], y_np[: setup.train_eval_size]
+                )
                 best = max(best, numpy_trainer.accuracy(model, xv_np, yv_np))
         return best
 
-    fns = {"scorelab": lambda: jax.block_until_ready(shared_order(keys, hp, dataset, order_key)),
-           "scorelab_own_order": lambda: jax.block_until_ready(own_order(keys, hp, dataset)),
-           **_numpy_variants(numpy_loop)}
+    fns = {
+        "scorelab": lambda: jax.block_until_ready(shared_order(keys, hp, dataset, order_key)),
+        "scorelab_own_order": lambda: jax.block_until_ready(own_order(keys, hp, dataset)),
+        **_numpy_variants(numpy_loop),
+    }
     times = interleaved(fns, repeats)
     seconds = _medians(times)
-    return {"shapes": {"configs": m, "epochs": setup.num_epochs, "num_train": n,
-                       "num_val": _NUM_VAL.value, "num_features": d, "num_classes": k,
-                       "batch_size": setup.batch_size},
-            "seconds": seconds, "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
-            "compile_seconds": {"scorelab": c_shared, "scorelab_own_order": c_own},
-            "numpy_over_scorelab": seconds["numpy"] / seconds["scorelab"]}
+    return {
+        "shapes": {
+            "configs": m,
+            "epochs": setup.num_epochs,
+            "num_train": n,
+            "num_val": _NUM_VAL.value,
+            "num_features": d,
+            "num_classes": k,
+            "batch_size": setup.batch_size,
+        },
+        "seconds": seconds,
+        "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+        "compile_seconds": {"scorelab": c_shared, "scorelab_own_order": c_own},
+        "numpy_over_scorelab": seconds["numpy"] / seconds["scorelab"],
+    }
 
 
 def bench_ensemble(repeats: int) -> dict[str, Any]:
     """Class scores (M, N, K) of ``members`` linear models: vmapped predict vs one wide
     product vs a numpy loop over the members."""
     from lib import ensemble  # noqa: PLC0415  (imported late: optional while being written)
+
     m, n, d, k = _MEMBERS.value, _ENSEMBLE_N.value, _NUM_FEATURES.value, _NUM_CLASSES.value
     x_np, _ = random_data(n, d, k, _SEED.value)
     rng = np.random.default_rng(_SEED.value + 1)
-    params_np = {"W": 1e-3 * rng.standard_normal((m, k, d), dtype=np.float32),
-                 "b": 1e-3 * rng.standard_normal((m, k), dtype=np.float32)}
+    params_np = {
+        "W": 1e-3 * rng.standard_normal((m, k, d), dtype=np.float32),
+        "b": 1e-3 * rng.standard_normal((m, k), dtype=np.float32),
+    }
     x, params = jax.device_put(x_np), jax.device_put(params_np)
 
     def wide_matmul(p, x):  # the floor: one (N, D) x (D, M*K) product, nothing else
         return x @ p["W"].reshape(m * k, d).T + p["b"].reshape(m * k)
 
     vmapped, c_vmap = compile_timed(
-        jax.jit(functools.partial(ensemble.member_scores, model="linear")), params, x)
+        jax.jit(functools.partial(ensemble.member_scores, model="linear")), params, x
+    )
     wide, c_wide = compile_timed(jax.jit(ensemble.member_scores_linear_wide), params, x)
     floor, c_floor = compile_timed(jax.jit(wide_matmul), params, x)
     got = np.asarray(vmapped(params, x))
@@ -271,18 +322,22 @@ def bench_ensemble(repeats: int) -> dict[str, Any]:
             return [x_np.dot(w) + b for w, b in zip(w_dk, params_np["b"])]
         return [x_np.dot(w.T) + b for w, b in zip(params_np["W"], params_np["b"])]
 
-    fns = {"scorelab": lambda: jax.block_until_ready(vmapped(params, x)),
-           "scorelab_wide": lambda: jax.block_until_ready(wide(params, x)),
-           "wide_matmul": lambda: jax.block_until_ready(floor(params, x)),
-           **_numpy_variants(numpy_loop)}
+    fns = {
+        "scorelab": lambda: jax.block_until_ready(vmapped(params, x)),
+        "scorelab_wide": lambda: jax.block_until_ready(wide(params, x)),
+        "wide_matmul": lambda: jax.block_until_ready(floor(params, x)),
+        **_numpy_variants(numpy_loop),
+    }
     times = interleaved(fns, repeats)
     seconds = _medians(times)
-    return {"shapes": {"members": m, "num_examples": n, "num_features": d, "num_classes": k},
-            "seconds": seconds, "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
-            "compile_seconds": {"scorelab": c_vmap, "scorelab_wide": c_wide,
-                                "wide_matmul": c_floor},
-            "max_abs_error": float(np.max(np.abs(got - want))),
-            "scorelab_over_wide_matmul": seconds["scorelab"] / seconds["wide_matmul"]}
+    return {
+        "shapes": {"members": m, "num_examples": n, "num_features": d, "num_classes": k},
+        "seconds": seconds,
+        "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+        "compile_seconds": {"scorelab": c_vmap, "scorelab_wide": c_wide, "wide_matmul": c_floor},
+        "max_abs_error": float(np.max(np.abs(got - want))),
+        "scorelab_over_wide_matmul": seconds["scorelab"] / seconds["wide_matmul"],
+    }
 
 
 def _numpy_numerical_grad(loss_fn, params: dict[str, np.ndarray], h: float = 1e-5):
@@ -310,12 +365,14 @@ def bench_gradcheck(repeats: int) -> dict[str, Any]:
     (``gradcheck.full_check``: every coordinate, against jax.grad and lib.backprop) vs the
     course's numpy loop over the coordinates."""
     from lib import data, gradcheck, scores  # noqa: PLC0415
+
     ds = data.load("digits")
     x, y, reg = ds.x_train.astype(np.float64), ds.y_train, 1e-3
     obj = gradcheck.make_objective("linear", "softmax", x, y, reg)  # one loss fn: one compile
     with jax.enable_x64(True):
-        params = scores.init_linear(jax.random.key(_SEED.value), ds.num_features,
-                                    ds.num_classes, dtype=jnp.float64)
+        params = scores.init_linear(
+            jax.random.key(_SEED.value), ds.num_features, ds.num_classes, dtype=jnp.float64
+        )
 
     def scorelab_check():
         return gradcheck.full_check(obj.loss, obj.grad_fns, params)
@@ -332,19 +389,32 @@ def bench_gradcheck(repeats: int) -> dict[str, Any]:
         log_z = np.log(np.exp(s).sum(axis=1))
         return np.mean(log_z - s[np.arange(len(y)), y]) + reg * np.sum(p["W"] ** 2)
 
-    fns = {"scorelab": scorelab_check,
-           "numpy_loop": lambda: _numpy_numerical_grad(np_loss, params_np)}
+    fns = {
+        "scorelab": scorelab_check,
+        "numpy_loop": lambda: _numpy_numerical_grad(np_loss, params_np),
+    }
     times = interleaved(fns, repeats)
     seconds = {name: float(np.median(t)) for name, t in times.items()}
-    return {"shapes": {"num_params": num_params, "num_examples": int(len(y)),
-                       "num_features": ds.num_features, "num_classes": ds.num_classes},
-            "seconds": seconds, "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
-            "compile_seconds": {"scorelab": first - seconds["scorelab"]},
-            "grades": {r.name: r.grade for r in reports}}
+    return {
+        "shapes": {
+            "num_params": num_params,
+            "num_examples": int(len(y)),
+            "num_features": ds.num_features,
+            "num_classes": ds.num_classes,
+        },
+        "seconds": seconds,
+        "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+        "compile_seconds": {"scorelab": first - seconds["scorelab"]},
+        "grades": {r.name: r.grade for r in reports},
+    }
 
 
-BENCHES = {"train": bench_train, "sweep": bench_sweep, "ensemble": bench_ensemble,
-           "gradcheck": bench_gradcheck}
+BENCHES = {
+    "train": bench_train,
+    "sweep": bench_sweep,
+    "ensemble": bench_ensemble,
+    "gradcheck": bench_gradcheck,
+}
 
 
 def run(workload: str, repeats: int) -> dict[str, Any]:
@@ -354,8 +424,13 @@ def run(workload: str, repeats: int) -> dict[str, Any]:
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     result = BENCHES[workload](repeats)
-    return {"workload": workload, **result, "device": device_info(), "blas": blas_info(),
-            "repeats": repeats}
+    return {
+        "workload": workload,
+        **result,
+        "device": device_info(),
+        "blas": blas_info(),
+        "repeats": repeats,
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -374,8 +449,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     result = run(_WORKLOAD.value, _REPEATS.value)
     print(format_table(result))
-    for key in ("loss_after_2_epochs", "scorelab_over_numpy", "numpy_over_scorelab",
-                "scorelab_over_wide_matmul", "max_abs_error", "grades"):
+    for key in (
+        "loss_after_2_epochs",
+        "scorelab_over_numpy",
+        "numpy_over_scorelab",
+        "scorelab_over_wide_matmul",
+        "max_abs_error",
+        "grades",
+    ):
         if key in result:
             print(f"  {key}: {result[key]}")
     print(f"  blas: {result['blas']}")

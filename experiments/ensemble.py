@@ -12,10 +12,10 @@ from ml_collections import config_flags
 
 from lib import ensemble
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/digits_ensemble.py",
-                                          "Ensemble config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the summary and figure.",
-                               required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/digits_ensemble.py", "Ensemble config file."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the summary and figure.", required=True)
 
 
 def main(argv):

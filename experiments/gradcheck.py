@@ -27,29 +27,39 @@ _H = flags.DEFINE_float("h", gradcheck.DEFAULT_H, "Finite-difference step.")
 
 
 def main(argv):
-  del argv
-  config = _CONFIG.value
-  if _NUM_EXAMPLES.value < 1:
-    raise app.UsageError("--num_examples must be >= 1.")
-  ds = settings.load_data(config)
-  n = _NUM_EXAMPLES.value
-  reports = gradcheck.check_model(
-      config.model.name, config.loss.name, ds.x_train[:n], ds.y_train[:n],
-      config.loss.reg, num_classes=ds.num_classes,
-      hidden=config.model.get("hidden", 100), margin=config.loss.get("margin", 1.0),
-      seed=config.seed, num_checks=_NUM_CHECKS.value,
-      max_full_params=_MAX_FULL.value, h=_H.value)
-  print(gradcheck.format_report(reports))
-  if _WORKDIR.value:
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    metrics.write_json(os.path.join(_WORKDIR.value, "config.json"), config.to_dict())
-    summary = {"wrong": gradcheck.any_wrong(reports), "reports": {
-        r.name: [l._asdict() for l in r.leaves] for r in reports}}
-    metrics.write_json(os.path.join(_WORKDIR.value, "summary.json"), summary)
-  if gradcheck.any_wrong(reports):
-    sys.exit(1)
+    del argv
+    config = _CONFIG.value
+    if _NUM_EXAMPLES.value < 1:
+        raise app.UsageError("--num_examples must be >= 1.")
+    ds = settings.load_data(config)
+    n = _NUM_EXAMPLES.value
+    reports = gradcheck.check_model(
+        config.model.name,
+        config.loss.name,
+        ds.x_train[:n],
+        ds.y_train[:n],
+        config.loss.reg,
+        num_classes=ds.num_classes,
+        hidden=config.model.get("hidden", 100),
+        margin=config.loss.get("margin", 1.0),
+        seed=config.seed,
+        num_checks=_NUM_CHECKS.value,
+        max_full_params=_MAX_FULL.value,
+        h=_H.value,
+    )
+    print(gradcheck.format_report(reports))
+    if _WORKDIR.value:
+        os.makedirs(_WORKDIR.value, exist_ok=True)
+        metrics.write_json(os.path.join(_WORKDIR.value, "config.json"), config.to_dict())
+        summary = {
+            "wrong": gradcheck.any_wrong(reports),
+            "reports": {r.name: [l._asdict() for l in r.leaves] for r in reports},
+        }
+        metrics.write_json(os.path.join(_WORKDIR.value, "summary.json"), summary)
+    if gradcheck.any_wrong(reports):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

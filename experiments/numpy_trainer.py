@@ -106,9 +106,16 @@ def svm_loss_vectorized(W, b, X, y, reg, layout="DK", margin=1.0):
 LOSS_FNS = {"softmax": softmax_loss_vectorized, "hinge": svm_loss_vectorized}
 
 
-def train_epoch(model: Model, X: np.ndarray, y: np.ndarray, batches: np.ndarray,
-                learning_rate: float, reg: float, mu: float = 0.9,
-                loss: str = "softmax") -> float:
+def train_epoch(
+    model: Model,
+    X: np.ndarray,
+    y: np.ndarray,
+    batches: np.ndarray,
+    learning_rate: float,
+    reg: float,
+    mu: float = 0.9,
+    loss: str = "softmax",
+) -> float:
     """One epoch of SGD with momentum over the minibatches ``batches`` (steps, B) of indices.
 
     Updates ``model`` in place; returns the mean minibatch loss (as scorelab reports it).

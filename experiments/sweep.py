@@ -11,10 +11,12 @@ from ml_collections import config_flags
 
 from lib import search
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/digits_sweep.py",
-                                          "Sweep config file (a training config + search).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the study, trials and figures.",
-                               required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/digits_sweep.py", "Sweep config file (a training config + search)."
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Folder for the study, trials and figures.", required=True
+)
 
 
 def main(argv):

@@ -11,10 +11,12 @@ from ml_collections import config_flags
 
 from lib import train
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/digits_softmax.py",
-                                          "Training config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, figures.",
-                               required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/digits_softmax.py", "Training config file."
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Folder for checkpoints, metrics, figures.", required=True
+)
 
 
 def main(argv):

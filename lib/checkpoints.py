@@ -32,7 +32,8 @@ def _quiet() -> Iterator[None]:
 def manager(directory: str, create: bool = True) -> Iterator[ocp.CheckpointManager]:
     """An open orbax CheckpointManager for ``directory``; reuse it for many saves."""
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None, create=create, enable_async_checkpointing=False)
+        max_to_keep=None, create=create, enable_async_checkpointing=False
+    )
     with _quiet():
         mngr = ocp.CheckpointManager(os.path.abspath(directory), options=options)
     try:
@@ -84,11 +85,13 @@ def restore(directory: str, step: Optional[int] = None, like: Any = None) -> Any
     if not available:
         raise FileNotFoundError(
             f"no checkpoint in {directory!r}: train a model into this workdir first "
-            "(python -m experiments.train --workdir=...)")
+            "(python -m experiments.train --workdir=...)"
+        )
     step = available[-1] if step is None else step
     if step not in available:
         raise FileNotFoundError(
-            f"no checkpoint for step {step} in {directory!r}; available steps: {available}")
+            f"no checkpoint for step {step} in {directory!r}; available steps: {available}"
+        )
     with manager(directory, create=False) as mngr, _quiet():
         if like is None:
             return mngr.restore(step, args=ocp.args.StandardRestore())

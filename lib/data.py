@@ -50,8 +50,12 @@ DATASETS = ("digits", "cifar10", "mnist", "spiral", "npz")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 MNIST_URL = "http://yann.lecun.com/exdb/mnist/ (or a mirror of the MNIST database)"
 _CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 _IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC = 2051, 2049
 _DATA_DIR_HINT = "set --config.dataset.data_dir=/path/to/data"
 
@@ -68,6 +72,7 @@ class Dataset:
         mean: float32 (D,) training mean that was subtracted (zeros if not centred).
         name: the data set name, for messages.
     """
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
@@ -88,9 +93,11 @@ class Dataset:
         return len(self.class_names)
 
     def describe(self) -> str:
-        return (f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / "
-                f"{len(self.y_test)} test, {self.num_features} features "
-                f"(image {self.image_shape}), {self.num_classes} classes")
+        return (
+            f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / "
+            f"{len(self.y_test)} test, {self.num_features} features "
+            f"(image {self.image_shape}), {self.num_classes} classes"
+        )
 
     def to_images(self, x: np.ndarray) -> np.ndarray:
         """Rows of ``x`` (or W's rows) as images of ``self.image_shape``."""
@@ -106,14 +113,17 @@ def to_images(x: Any, image_shape: Sequence[int]) -> np.ndarray:
     image_shape = tuple(int(s) for s in image_shape)
     d = int(np.prod(image_shape))
     if x.ndim != 2 or x.shape[1] != d:
-        raise ValueError(f"to_images: x has shape {x.shape}, expected (N, {d}) rows "
-                         f"for image_shape {image_shape}; pass the data set's own "
-                         "image_shape (dataset.image_shape).")
+        raise ValueError(
+            f"to_images: x has shape {x.shape}, expected (N, {d}) rows "
+            f"for image_shape {image_shape}; pass the data set's own "
+            "image_shape (dataset.image_shape)."
+        )
     return x.reshape((x.shape[0],) + image_shape)
 
 
-def check_arrays(x: Any, y: Any, *, name: str = "train",
-                 num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def check_arrays(
+    x: Any, y: Any, *, name: str = "train", num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Validates one split and returns (x float32 (N, D), y int32 (N,)).
 
     x may be 2-D (N, D) or image-shaped (N, H, W[, C]); it is flattened.
@@ -125,39 +135,59 @@ def check_arrays(x: Any, y: Any, *, name: str = "train",
     """
     x, y = np.asarray(x), np.asarray(y)
     if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
-        raise TypeError(f"x_{name} has dtype {x.dtype}; it must hold real numbers "
-                        "(convert with x.astype(np.float32)).")
+        raise TypeError(
+            f"x_{name} has dtype {x.dtype}; it must hold real numbers "
+            "(convert with x.astype(np.float32))."
+        )
     if x.ndim < 2:
-        raise ValueError(f"x_{name} has shape {x.shape}; expected (N, D) or image-shaped "
-                         "(N, H, W[, C]) (use x.reshape(-1, 1) for a single feature).")
+        raise ValueError(
+            f"x_{name} has shape {x.shape}; expected (N, D) or image-shaped "
+            "(N, H, W[, C]) (use x.reshape(-1, 1) for a single feature)."
+        )
     if y.ndim != 1:
-        raise ValueError(f"y_{name} has shape {y.shape}; expected 1-D integer labels (N,) "
-                         "(use y.reshape(-1), or y.argmax(-1) for one-hot labels).")
+        raise ValueError(
+            f"y_{name} has shape {y.shape}; expected 1-D integer labels (N,) "
+            "(use y.reshape(-1), or y.argmax(-1) for one-hot labels)."
+        )
     if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"y_{name} has dtype {y.dtype}; labels must be integers "
-                        "(convert with y.astype(np.int32)).")
+        raise TypeError(
+            f"y_{name} has dtype {y.dtype}; labels must be integers "
+            "(convert with y.astype(np.int32))."
+        )
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x_{name} has {x.shape[0]} rows but y_{name} has {y.shape[0]} "
-                         "labels; give one label per example.")
+        raise ValueError(
+            f"x_{name} has {x.shape[0]} rows but y_{name} has {y.shape[0]} "
+            "labels; give one label per example."
+        )
     if x.shape[0] == 0:
         raise ValueError(f"x_{name} is empty; give at least one example.")
     x = x.reshape(x.shape[0], -1).astype(np.float32)
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x)))
-        raise ValueError(f"x_{name} holds {bad} NaN/inf values; clean or impute them "
-                         "before loading.")
+        raise ValueError(
+            f"x_{name} holds {bad} NaN/inf values; clean or impute them before loading."
+        )
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or (num_classes is not None and hi >= num_classes):
         k = "K" if num_classes is None else str(num_classes)
-        raise ValueError(f"y_{name} has labels in [{lo}, {hi}], expected [0, {k}); "
-                         "relabel the classes as 0..K-1 "
-                         "(e.g. np.unique(y, return_inverse=True)).")
+        raise ValueError(
+            f"y_{name} has labels in [{lo}, {hi}], expected [0, {k}); "
+            "relabel the classes as 0..K-1 "
+            "(e.g. np.unique(y, return_inverse=True))."
+        )
     return x, y.astype(np.int32)
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, *, seed: int = 0,
-         num_val: int | None = None, num_train: int | None = None,
-         center: bool = True, scale: float = 1.0) -> Dataset:
+def load(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    num_val: int | None = None,
+    num_train: int | None = None,
+    center: bool = True,
+    scale: float = 1.0,
+) -> Dataset:
     """Loads a data set by name (see the module docstring) and preprocesses it.
 
     Args:
@@ -176,16 +206,21 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, seed: int = 0,
     if name not in DATASETS:
         raise ValueError(f"Unknown data set {name!r}; valid names are {', '.join(DATASETS)}.")
     for arg, value in (("num_val", num_val), ("num_train", num_train)):
-        if value is not None and (isinstance(value, bool) or value < 1
-                                  or not isinstance(value, (int, np.integer))):
-            raise ValueError(f"{arg}={value!r} must be a positive integer "
-                             "(or None for the default).")
+        if value is not None and (
+            isinstance(value, bool) or value < 1 or not isinstance(value, (int, np.integer))
+        ):
+            raise ValueError(
+                f"{arg}={value!r} must be a positive integer (or None for the default)."
+            )
     if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale={scale!r} must be a positive finite number "
-                         "(1.0 keeps pixel units).")
+        raise ValueError(
+            f"scale={scale!r} must be a positive finite number (1.0 keeps pixel units)."
+        )
     if name in ("cifar10", "mnist", "npz") and data_dir is None:
-        raise ValueError(f"Data set {name!r} reads files from disk but data_dir is not set; "
-                         f"{_DATA_DIR_HINT} (see lib/data.py for the expected layout).")
+        raise ValueError(
+            f"Data set {name!r} reads files from disk but data_dir is not set; "
+            f"{_DATA_DIR_HINT} (see lib/data.py for the expected layout)."
+        )
     data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
 
     if name == "digits":
@@ -198,8 +233,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, seed: int = 0,
         splits, class_names, image_shape = _spiral(seed, num_val)
     else:
         splits, class_names, image_shape = _npz(data_dir, seed, num_val)
-    return _preprocess(name, splits, class_names, image_shape,
-                       num_train=num_train, center=center, scale=scale)
+    return _preprocess(
+        name, splits, class_names, image_shape, num_train=num_train, center=center, scale=scale
+    )
 
 
 def _preprocess(name, splits, class_names, image_shape, *, num_train, center, scale):
@@ -213,31 +249,47 @@ def _preprocess(name, splits, class_names, image_shape, *, num_train, center, sc
     d = x_train.shape[1]
     for split in ("val", "test"):
         if checked[split][0].shape[1] != d:
-            raise ValueError(f"x_{split} has {checked[split][0].shape[1]} features but x_train "
-                             f"has {d}; every split must have the same number of features.")
+            raise ValueError(
+                f"x_{split} has {checked[split][0].shape[1]} features but x_train "
+                f"has {d}; every split must have the same number of features."
+            )
     if num_train is not None:
         if num_train > len(y_train):
-            raise ValueError(f"num_train={num_train} but {name} has only {len(y_train)} training "
-                             f"examples after the split; use num_train <= {len(y_train)}.")
+            raise ValueError(
+                f"num_train={num_train} but {name} has only {len(y_train)} training "
+                f"examples after the split; use num_train <= {len(y_train)}."
+            )
         checked["train"] = (x_train[:num_train], y_train[:num_train])
     if center:
         mean = checked["train"][0].mean(axis=0, dtype=np.float64).astype(np.float32)
     else:
         mean = np.zeros((d,), np.float32)
     out = {s: ((x - mean) * np.float32(scale), y) for s, (x, y) in checked.items()}
-    return Dataset(out["train"][0], out["train"][1], out["val"][0], out["val"][1],
-                   out["test"][0], out["test"][1], tuple(str(c) for c in class_names),
-                   tuple(int(s) for s in image_shape), mean, name)
+    return Dataset(
+        out["train"][0],
+        out["train"][1],
+        out["val"][0],
+        out["val"][1],
+        out["test"][0],
+        out["test"][1],
+        tuple(str(c) for c in class_names),
+        tuple(int(s) for s in image_shape),
+        mean,
+        name,
+    )
 
 
 def _split(x, y, size, seed, what):
     """Splits ``size`` rows off (x, y): stratified when possible, else random."""
     if not 1 <= size < len(y):
-        raise ValueError(f"Cannot split {size} {what} examples off {len(y)}; "
-                         f"choose num_val (or the split size) in [1, {len(y) - 1}].")
+        raise ValueError(
+            f"Cannot split {size} {what} examples off {len(y)}; "
+            f"choose num_val (or the split size) in [1, {len(y) - 1}]."
+        )
     try:
         xa, xb, ya, yb = model_selection.train_test_split(
-            x, y, test_size=size, random_state=seed, stratify=y)
+            x, y, test_size=size, random_state=seed, stratify=y
+        )
     except ValueError as e:  # a class too small to stratify
         logging.warning("Stratified %s split impossible (%s); using a random split.", what, e)
         xa, xb, ya, yb = model_selection.train_test_split(x, y, test_size=size, random_state=seed)
@@ -252,8 +304,9 @@ def _tail_split(x, y, num_val, default):
     """
     nv = max(1, min(default, len(y) // 10)) if num_val is None else num_val
     if nv >= len(y):
-        raise ValueError(f"num_val={nv} leaves no training data out of {len(y)}; "
-                         f"use num_val < {len(y)}.")
+        raise ValueError(
+            f"num_val={nv} leaves no training data out of {len(y)}; use num_val < {len(y)}."
+        )
     return {"train": (x[:-nv], y[:-nv]), "val": (x[-nv:], y[-nv:])}
 
 
@@ -269,16 +322,22 @@ def _digits(seed, num_val):
 
 
 def _missing(what, path, missing, files, where):
-    found = (f"{path!r} lacks {', '.join(missing)}" if os.path.isdir(path)
-             else f"folder {path!r} does not exist")
-    return FileNotFoundError(f"{what} data not found: {found}; expected a folder holding "
-                             f"{', '.join(files)}. {where}")
+    found = (
+        f"{path!r} lacks {', '.join(missing)}"
+        if os.path.isdir(path)
+        else f"folder {path!r} does not exist"
+    )
+    return FileNotFoundError(
+        f"{what} data not found: {found}; expected a folder holding {', '.join(files)}. {where}"
+    )
 
 
 def _cifar10(data_dir, num_val):
-    where = (f"Get the 'CIFAR-10 python version' from {CIFAR10_URL} and extract it "
-             "(tar xzf cifar-10-python.tar.gz) to a folder holding data_batch_1..5, "
-             f"then {_DATA_DIR_HINT}.")
+    where = (
+        f"Get the 'CIFAR-10 python version' from {CIFAR10_URL} and extract it "
+        "(tar xzf cifar-10-python.tar.gz) to a folder holding data_batch_1..5, "
+        f"then {_DATA_DIR_HINT}."
+    )
     nested = os.path.join(data_dir, "cifar-10-batches-py")
     if not os.path.exists(os.path.join(data_dir, "data_batch_1")) and os.path.isdir(nested):
         data_dir = nested  # the parent of the extracted folder was given
@@ -291,22 +350,30 @@ def _cifar10(data_dir, num_val):
             try:
                 d = pickle.load(f, encoding="bytes")
             except Exception as e:
-                raise ValueError(f"{os.path.join(data_dir, fname)} is not a CIFAR-10 pickle "
-                                 f"({e}); re-extract the python version. {where}") from e
+                raise ValueError(
+                    f"{os.path.join(data_dir, fname)} is not a CIFAR-10 pickle "
+                    f"({e}); re-extract the python version. {where}"
+                ) from e
         if not isinstance(d, Mapping):
-            raise ValueError(f"{os.path.join(data_dir, fname)} holds a {type(d).__name__}, "
-                             f"expected a dict. {where}")
+            raise ValueError(
+                f"{os.path.join(data_dir, fname)} holds a {type(d).__name__}, "
+                f"expected a dict. {where}"
+            )
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
     def batch(fname):
         d = read(fname)
         if "data" not in d or "labels" not in d:
-            raise ValueError(f"{os.path.join(data_dir, fname)} lacks 'data'/'labels' "
-                             f"(keys: {sorted(d)}). {where}")
+            raise ValueError(
+                f"{os.path.join(data_dir, fname)} lacks 'data'/'labels' "
+                f"(keys: {sorted(d)}). {where}"
+            )
         data, labels = np.asarray(d["data"]), np.asarray(d["labels"], np.int64)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-            raise ValueError(f"{os.path.join(data_dir, fname)}: data {data.shape}, "
-                             f"{len(labels)} labels; expected (n, 3072) and n labels. {where}")
+            raise ValueError(
+                f"{os.path.join(data_dir, fname)}: data {data.shape}, "
+                f"{len(labels)} labels; expected (n, 3072) and n labels. {where}"
+            )
         # channel-major (n, 3, 32, 32) -> HWC (n, 32, 32, 3), then flat rows.
         x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).reshape(len(data), -1)
         return x, labels
@@ -322,8 +389,12 @@ def _cifar10(data_dir, num_val):
 
 
 def _find_idx(data_dir, fname):
-    for cand in (fname, fname + ".gz", fname.replace("-idx", ".idx"),
-                 fname.replace("-idx", ".idx") + ".gz"):
+    for cand in (
+        fname,
+        fname + ".gz",
+        fname.replace("-idx", ".idx"),
+        fname.replace("-idx", ".idx") + ".gz",
+    ):
         path = os.path.join(data_dir, cand)
         if os.path.isfile(path):
             return path
@@ -341,26 +412,34 @@ def read_idx(path: str, magic: int) -> np.ndarray:
         raw = f.read()
     ndim = magic & 0xFF  # the magic's last byte; its third, 0x08, means uint8
     if len(raw) < 4 + 4 * ndim:
-        raise ValueError(f"{path} is too short ({len(raw)} bytes) to be an IDX file; "
-                         "re-download it from the MNIST database page.")
+        raise ValueError(
+            f"{path} is too short ({len(raw)} bytes) to be an IDX file; "
+            "re-download it from the MNIST database page."
+        )
     found = int(np.frombuffer(raw[:4], ">i4")[0])
     if found != magic:
-        raise ValueError(f"{path} has IDX magic number {found}, expected {magic} "
-                         f"({'images' if magic == _IDX_IMAGES_MAGIC else 'labels'}); the file is "
-                         "corrupt, mislabelled or still compressed: re-download it (a .gz "
-                         "file must end in .gz).")
-    dims = tuple(int(v) for v in np.frombuffer(raw[4:4 + 4 * ndim], ">i4"))
-    body = raw[4 + 4 * ndim:]
+        raise ValueError(
+            f"{path} has IDX magic number {found}, expected {magic} "
+            f"({'images' if magic == _IDX_IMAGES_MAGIC else 'labels'}); the file is "
+            "corrupt, mislabelled or still compressed: re-download it (a .gz "
+            "file must end in .gz)."
+        )
+    dims = tuple(int(v) for v in np.frombuffer(raw[4 : 4 + 4 * ndim], ">i4"))
+    body = raw[4 + 4 * ndim :]
     if len(body) != int(np.prod(dims)):
-        raise ValueError(f"{path}: the header says {dims} = {int(np.prod(dims))} values but "
-                         f"the file holds {len(body)}; the file is truncated or corrupt, "
-                         "re-download it.")
+        raise ValueError(
+            f"{path}: the header says {dims} = {int(np.prod(dims))} values but "
+            f"the file holds {len(body)}; the file is truncated or corrupt, "
+            "re-download it."
+        )
     return np.frombuffer(body, np.uint8).reshape(dims)
 
 
 def _mnist(data_dir, num_val):
-    where = (f"Download the four IDX files (gzipped or not) from {MNIST_URL} into "
-             f"one folder, then {_DATA_DIR_HINT}.")
+    where = (
+        f"Download the four IDX files (gzipped or not) from {MNIST_URL} into "
+        f"one folder, then {_DATA_DIR_HINT}."
+    )
     paths = {f: _find_idx(data_dir, f) for f in _MNIST_FILES}
     missing = [f for f, p in paths.items() if p is None]
     if missing:
@@ -370,8 +449,10 @@ def _mnist(data_dir, num_val):
         x = read_idx(paths[images], _IDX_IMAGES_MAGIC)
         y = read_idx(paths[labels], _IDX_LABELS_MAGIC)
         if len(x) != len(y):
-            raise ValueError(f"{paths[images]} holds {len(x)} images but {paths[labels]} holds "
-                             f"{len(y)} labels; re-download the matching pair.")
+            raise ValueError(
+                f"{paths[images]} holds {len(x)} images but {paths[labels]} holds "
+                f"{len(y)} labels; re-download the matching pair."
+            )
         return x, y.astype(np.int32)
 
     x, y = pair(*_MNIST_FILES[:2])
@@ -379,8 +460,9 @@ def _mnist(data_dir, num_val):
     return splits, tuple(str(i) for i in range(10)), tuple(x.shape[1:])
 
 
-def spiral_points(key: jax.Array, points_per_class: int = 100,
-                  num_classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def spiral_points(
+    key: jax.Array, points_per_class: int = 100, num_classes: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """The notes' spiral (CS231n "minimal neural network case study"), as numpy arrays.
 
     Class j: r = linspace(0, 1, N), t = linspace(4j, 4(j+1), N) + 0.2 * randn,
@@ -407,18 +489,23 @@ def _spiral(seed, num_val):
 
 def _npz(data_dir, seed, num_val):
     path = data_dir
-    where = ("Save your arrays with np.savez(path, x_train=..., y_train=..., [x_val=..., "
-             "y_val=..., x_test=..., y_test=..., class_names=...]) and set "
-             "--config.dataset.data_dir to the .npz file (or a folder holding exactly one).")
+    where = (
+        "Save your arrays with np.savez(path, x_train=..., y_train=..., [x_val=..., "
+        "y_val=..., x_test=..., y_test=..., class_names=...]) and set "
+        "--config.dataset.data_dir to the .npz file (or a folder holding exactly one)."
+    )
     if os.path.isdir(path):
         found = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
         if len(found) != 1:
-            raise FileNotFoundError(f"{path!r} must hold exactly one .npz file, found "
-                                    f"{found or 'none'}; point data_dir at the file. {where}")
+            raise FileNotFoundError(
+                f"{path!r} must hold exactly one .npz file, found "
+                f"{found or 'none'}; point data_dir at the file. {where}"
+            )
         path = os.path.join(path, found[0])
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"npz data not found at {path!r}: expected a .npz file with "
-                                f"x_train, y_train. {where}")
+        raise FileNotFoundError(
+            f"npz data not found at {path!r}: expected a .npz file with x_train, y_train. {where}"
+        )
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     for k in ("x_train", "y_train"):
@@ -426,10 +513,15 @@ def _npz(data_dir, seed, num_val):
             raise ValueError(f"{path} lacks {k!r} (keys: {sorted(arrays)}). {where}")
     for s in ("val", "test"):
         if (f"x_{s}" in arrays) != (f"y_{s}" in arrays):
-            raise ValueError(f"{path} has only one of x_{s}/y_{s}; give both or neither "
-                             f"(then {s} is split off the training arrays).")
-    given = {s: check_arrays(arrays[f"x_{s}"], arrays[f"y_{s}"], name=s)
-             for s in ("train", "val", "test") if f"x_{s}" in arrays}
+            raise ValueError(
+                f"{path} has only one of x_{s}/y_{s}; give both or neither "
+                f"(then {s} is split off the training arrays)."
+            )
+    given = {
+        s: check_arrays(arrays[f"x_{s}"], arrays[f"y_{s}"], name=s)
+        for s in ("train", "val", "test")
+        if f"x_{s}" in arrays
+    }
     x, y = given["train"]
     image_shape = tuple(np.shape(arrays["x_train"])[1:])
     splits = {}
@@ -441,8 +533,9 @@ def _npz(data_dir, seed, num_val):
     if "x_val" in arrays:
         splits["val"] = given["val"]
     else:
-        (x, y), splits["val"] = _split(x, y, n_split if num_val is None else num_val,
-                                       seed + 1, "val")
+        (x, y), splits["val"] = _split(
+            x, y, n_split if num_val is None else num_val, seed + 1, "val"
+        )
     splits["train"] = (x, y)
     if "class_names" in arrays:
         names = tuple(str(c) for c in np.asarray(arrays["class_names"]).reshape(-1))

@@ -48,13 +48,17 @@ def _check_combine(how: str) -> None:
 def _check_stacked(stacked_params: Params, x: Array) -> int:
     """The member count M; checks x is (N, D) and every leaf has the member axis."""
     if getattr(x, "ndim", None) != 2:
-        raise ValueError(f"x must be 2-D of shape (N, D), got shape {getattr(x, 'shape', x)}; "
-                         "flatten images with x.reshape(len(x), -1)")
+        raise ValueError(
+            f"x must be 2-D of shape (N, D), got shape {getattr(x, 'shape', x)}; "
+            "flatten images with x.reshape(len(x), -1)"
+        )
     leaves = jax.tree.leaves(stacked_params)
     if not leaves or any(leaf.ndim < 2 for leaf in leaves):
-        raise ValueError("stacked_params must carry a leading member axis on every leaf "
-                         "(e.g. W of shape (M, K, D)); stack members with "
-                         "jax.tree.map(lambda *p: jnp.stack(p), *members)")
+        raise ValueError(
+            "stacked_params must carry a leading member axis on every leaf "
+            "(e.g. W of shape (M, K, D)); stack members with "
+            "jax.tree.map(lambda *p: jnp.stack(p), *members)"
+        )
     sizes = {leaf.shape[0] for leaf in leaves}
     if len(sizes) != 1:
         raise ValueError(f"stacked_params leaves disagree on the member count: {sorted(sizes)}")
@@ -74,8 +78,10 @@ def member_scores_linear_wide(stacked_params: Params, x: Array) -> Array:
     w, b = stacked_params["W"], stacked_params["b"]
     _, k, d = w.shape
     if x.shape[1] != d:
-        raise ValueError(f"x has {x.shape[1]} features but the members' W is {w.shape} "
-                         f"(M, K, D); give x with {d} features")
+        raise ValueError(
+            f"x has {x.shape[1]} features but the members' W is {w.shape} "
+            f"(M, K, D); give x with {d} features"
+        )
     wide = x @ w.reshape(m * k, d).T + b.reshape(m * k)  # (N, M*K)
     return jnp.transpose(wide.reshape(x.shape[0], m, k), (1, 0, 2))
 
@@ -89,8 +95,9 @@ def combine(scores: Array, how: str = "proba") -> Array:
     """
     _check_combine(how)
     if scores.ndim != 3:
-        raise ValueError(f"scores must be (M, N, K) = (members, examples, classes), "
-                         f"got shape {scores.shape}")
+        raise ValueError(
+            f"scores must be (M, N, K) = (members, examples, classes), got shape {scores.shape}"
+        )
     if how == "scores":
         return jax.nn.softmax(jnp.mean(scores, axis=0), axis=-1)
     proba = jnp.mean(jax.nn.softmax(scores, axis=-1), axis=0)
@@ -120,12 +127,13 @@ def _accuracies(scores: Array, y: Array) -> Array:
     return jnp.mean(jnp.argmax(scores, axis=-1) == y, axis=-1)
 
 
-def stacked_scores(groups: Sequence[members.Group], x: np.ndarray,
-                   chunk: int = 8192) -> np.ndarray:
+def stacked_scores(groups: Sequence[members.Group], x: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Every member's scores on ``x`` (M, N, K), groups concatenated, in fixed-size chunks."""
     if getattr(x, "ndim", None) != 2 or not x.shape[0]:
-        raise ValueError(f"x must be (N, D) with N >= 1, got shape {getattr(x, 'shape', x)}; "
-                         "flatten images with x.reshape(len(x), -1)")
+        raise ValueError(
+            f"x must be (N, D) with N >= 1, got shape {getattr(x, 'shape', x)}; "
+            "flatten images with x.reshape(len(x), -1)"
+        )
     members.check_groups(groups, num_features=x.shape[1])
     n = x.shape[0]
     size = min(chunk, n)
@@ -135,10 +143,10 @@ def stacked_scores(groups: Sequence[members.Group], x: np.ndarray,
         args = () if g.setup.model == "linear" else (g.setup.model,)
         parts = []
         for start in range(0, n, size):
-            xb = x[start:start + size]
+            xb = x[start : start + size]
             pad = size - xb.shape[0]  # pad the last chunk so every chunk shares one compile
             xb = np.pad(xb, ((0, pad), (0, 0))) if pad else xb
-            parts.append(np.asarray(fn(g.params, xb, *args))[:, :size - pad])
+            parts.append(np.asarray(fn(g.params, xb, *args))[:, : size - pad])
         out.append(np.concatenate(parts, axis=1))
     return np.concatenate(out, axis=0)
 
@@ -166,7 +174,10 @@ def evaluate(groups: Sequence[members.Group], dataset: data.Dataset, how: str = 
     splits = ("val_accuracy", "test_accuracy")
     mean = {k: float(np.mean([r[k] for r in rows])) for k in splits}
     return {
-        "members": rows, "ensemble": ensemble, "combine": how, "size": len(rows),
+        "members": rows,
+        "ensemble": ensemble,
+        "combine": how,
+        "size": len(rows),
         "mean_member": mean,
         "best_member": {"name": best["name"], **{k: best[k] for k in splits}},
         "gain_over_mean": {k: ensemble[k] - mean[k] for k in splits},
@@ -177,17 +188,20 @@ def evaluate(groups: Sequence[members.Group], dataset: data.Dataset, how: str = 
 def format_table(result: dict) -> str:
     """The evaluation as a plain-text table (one row per member, then the summary rows)."""
     rows = [(m["name"], m["val_accuracy"], m["test_accuracy"]) for m in result["members"]]
-    summary = (("mean member", result["mean_member"]),
-               (f"best member ({result['best_member']['name']})", result["best_member"]),
-               (f"ensemble ({result['combine']})", result["ensemble"]))
+    summary = (
+        ("mean member", result["mean_member"]),
+        (f"best member ({result['best_member']['name']})", result["best_member"]),
+        (f"ensemble ({result['combine']})", result["ensemble"]),
+    )
     rows += [(name, r["val_accuracy"], r["test_accuracy"]) for name, r in summary]
     width = max(len(r[0]) for r in rows) + 2
     lines = [f"{'member':<{width}}{'val':>8}{'test':>8}"]
     lines += [f"{n:<{width}}{v:8.4f}{t:8.4f}" for n, v, t in rows]
     for key in ("gain_over_mean", "gain_over_best"):
         g = result[key]
-        lines.append(f"{key.replace('_', ' '):<{width}}{g['val_accuracy']:+8.4f}"
-                     f"{g['test_accuracy']:+8.4f}")
+        lines.append(
+            f"{key.replace('_', ' '):<{width}}{g['val_accuracy']:+8.4f}{g['test_accuracy']:+8.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -213,11 +227,12 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     build_seconds = time.perf_counter() - t0
     result = evaluate(groups, dataset, how)
     summary = {
-        **result, "source": config.ensemble.source,
+        **result,
+        "source": config.ensemble.source,
         **{f"{s}_accuracy": result["ensemble"][f"{s}_accuracy"] for s in ("train", "val", "test")},
-        "build_seconds": build_seconds, "seconds": time.perf_counter() - t0,
-        "groups": [{"names": list(g.names), "setup": dataclasses.asdict(g.setup)}
-                   for g in groups],
+        "build_seconds": build_seconds,
+        "seconds": time.perf_counter() - t0,
+        "groups": [{"names": list(g.names), "setup": dataclasses.asdict(g.setup)} for g in groups],
     }
     if raw is not None:
         summary["raw"] = evaluate([raw], dataset, how)
@@ -229,7 +244,13 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     if raw is not None:
         table += "\n\nraw weights (no running average):\n" + format_table(summary["raw"])
     print(table)
-    logging.info("ensemble of %d (%s, %s): val %.4f  test %.4f  (%.1fs)", result["size"],
-                 summary["source"], how, summary["val_accuracy"], summary["test_accuracy"],
-                 summary["seconds"])
+    logging.info(
+        "ensemble of %d (%s, %s): val %.4f  test %.4f  (%.1fs)",
+        result["size"],
+        summary["source"],
+        how,
+        summary["val_accuracy"],
+        summary["test_accuracy"],
+        summary["seconds"],
+    )
     return summary

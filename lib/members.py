@@ -53,8 +53,9 @@ class Group(NamedTuple):
     names: tuple[str, ...]
 
 
-def check_groups(groups: Sequence[Group], num_features: int | None = None,
-                 num_classes: int | None = None) -> None:
+def check_groups(
+    groups: Sequence[Group], num_features: int | None = None, num_classes: int | None = None
+) -> None:
     """Raises ValueError unless every group scores the same classes (and data, if given)."""
     if not groups:
         raise ValueError("an ensemble needs at least one member group")
@@ -64,15 +65,20 @@ def check_groups(groups: Sequence[Group], num_features: int | None = None,
         raise ValueError(
             f"ensemble members have incompatible class counts ({detail}"
             + (f"; the data have {num_classes}" if num_classes is not None else "")
-            + "); build every member for the same data set")
+            + "); build every member for the same data set"
+        )
     for g in groups:
         if num_features is not None and g.setup.num_features != num_features:
-            raise ValueError(f"members {g.names} take {g.setup.num_features} features but the "
-                             f"data have {num_features}; use the data set they were trained on")
+            raise ValueError(
+                f"members {g.names} take {g.setup.num_features} features but the "
+                f"data have {num_features}; use the data set they were trained on"
+            )
         w = g.params["W" if g.setup.model == "linear" else "W2"]
         if w.shape[0] != len(g.names) or w.shape[1] != g.setup.num_classes:
-            raise ValueError(f"group {g.names} holds params of shape {w.shape}, expected "
-                             f"({len(g.names)}, {g.setup.num_classes}, ...)")
+            raise ValueError(
+                f"group {g.names} holds params of shape {w.shape}, expected "
+                f"({len(g.names)}, {g.setup.num_classes}, ...)"
+            )
 
 
 # ----------------------------------------------------------------------------- training
@@ -88,20 +94,24 @@ def _hp32(hparams: dict[str, Any]) -> dict[str, Array]:
 
 def _check_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"ensemble size must be a positive integer, got {size!r}; "
-                         "set --config.ensemble.size")
+        raise ValueError(
+            f"ensemble size must be a positive integer, got {size!r}; set --config.ensemble.size"
+        )
 
 
 def _check_finite(history: dict, names: Sequence[str], what: str) -> None:
     loss = np.asarray(history["train_loss"])[:, -1]
     bad = [n for n, v in zip(names, loss) if not np.isfinite(v)]
     if bad:
-        raise FloatingPointError(f"members {bad} diverged (final train loss NaN/inf) with {what}; "
-                                 "lower --config.optimizer.learning_rate")
+        raise FloatingPointError(
+            f"members {bad} diverged (final train loss NaN/inf) with {what}; "
+            "lower --config.optimizer.learning_rate"
+        )
 
 
-def train_seeds(key: PRNGKey, hparams: dict[str, Any], dataset: train.Data,
-                setup: train.Setup, size: int) -> tuple[train.TrainState, dict[str, Array]]:
+def train_seeds(
+    key: PRNGKey, hparams: dict[str, Any], dataset: train.Data, setup: train.Setup, size: int
+) -> tuple[train.TrainState, dict[str, Array]]:
     """Trains ``size`` models from ``jax.random.split(key, size)`` as one vmapped ``fit``.
 
     Returns:
@@ -111,8 +121,13 @@ def train_seeds(key: PRNGKey, hparams: dict[str, Any], dataset: train.Data,
     return _fit_seeds(jax.random.split(key, size), _hp32(hparams), dataset, setup)
 
 
-def train_trials(seeds: Sequence[int], hparams: Sequence[dict[str, Any]], dataset: train.Data,
-                 setup: train.Setup, order_seed: int | None = None):
+def train_trials(
+    seeds: Sequence[int],
+    hparams: Sequence[dict[str, Any]],
+    dataset: train.Data,
+    setup: train.Setup,
+    order_seed: int | None = None,
+):
     """Trains one model per (seed, hparams) row, as the sweep did: ``fit(jax.random.key(seed),
     ..., order_key=jax.random.key(order_seed))`` (own minibatch order without ``order_seed``),
     vmapped and sharded over the local devices.
@@ -120,8 +135,9 @@ def train_trials(seeds: Sequence[int], hparams: Sequence[dict[str, Any]], datase
     Returns:
       (TrainState, history) with a leading trial axis, on the host.
     """
-    return sharding.fit_trials([int(s) for s in seeds], list(hparams), dataset, setup,
-                               order_seed=order_seed)
+    return sharding.fit_trials(
+        [int(s) for s in seeds], list(hparams), dataset, setup, order_seed=order_seed
+    )
 
 
 # ----------------------------------------------------------------------------- sweep trials
@@ -130,7 +146,7 @@ def train_trials(seeds: Sequence[int], hparams: Sequence[dict[str, Any]], datase
 def _field_name(column: str) -> str:
     for prefix in _PREFIXES:
         if column.startswith(prefix):
-            return column[len(prefix):]
+            return column[len(prefix) :]
     return column
 
 
@@ -154,16 +170,22 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     name -> value).
     """
     if not search_dir:
-        raise ValueError("source 'search' needs a sweep workdir: set "
-                         "--config.ensemble.search_dir=<workdir of experiments.sweep>")
+        raise ValueError(
+            "source 'search' needs a sweep workdir: set "
+            "--config.ensemble.search_dir=<workdir of experiments.sweep>"
+        )
     if not os.path.isdir(search_dir):
-        raise FileNotFoundError(f"sweep workdir {search_dir!r} does not exist; run "
-                                f"python -m experiments.sweep --workdir={search_dir} first")
+        raise FileNotFoundError(
+            f"sweep workdir {search_dir!r} does not exist; run "
+            f"python -m experiments.sweep --workdir={search_dir} first"
+        )
     path = os.path.join(search_dir, "trials.csv")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no trials.csv in {search_dir!r} (expected one row per trial, "
-                                "written by experiments.sweep); finish the sweep or point "
-                                "--config.ensemble.search_dir at a finished one")
+        raise FileNotFoundError(
+            f"no trials.csv in {search_dir!r} (expected one row per trial, "
+            "written by experiments.sweep); finish the sweep or point "
+            "--config.ensemble.search_dir at a finished one"
+        )
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -171,8 +193,10 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     columns = set(rows[0])
     for needed in ("status", "val_accuracy"):
         if needed not in columns:
-            raise ValueError(f"{path} has no {needed!r} column (columns: {sorted(columns)}); "
-                             "expected a trials.csv written by experiments.sweep")
+            raise ValueError(
+                f"{path} has no {needed!r} column (columns: {sorted(columns)}); "
+                "expected a trials.csv written by experiments.sweep"
+            )
     trials = []
     for i, row in enumerate(rows):
         if row["status"].strip().lower() not in ("complete", "completed"):
@@ -186,9 +210,15 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
         if row.get("stage") not in (None, ""):  # trial numbers may restart at every stage
             number = f"{number} (stage {row['stage']})"
         order_seed = row.get("order_seed")
-        trials.append({"trial": number, "val_accuracy": float(row["val_accuracy"]),
-                       "seed": fields.get("seed"), "fields": fields,
-                       "order_seed": int(order_seed) if order_seed not in (None, "") else None})
+        trials.append(
+            {
+                "trial": number,
+                "val_accuracy": float(row["val_accuracy"]),
+                "seed": fields.get("seed"),
+                "fields": fields,
+                "order_seed": int(order_seed) if order_seed not in (None, "") else None,
+            }
+        )
     trials.sort(key=lambda t: -t["val_accuracy"])  # stable: ties keep file order
     return trials
 
@@ -198,9 +228,11 @@ def top_trials(search_dir: str, size: int) -> list[dict[str, Any]]:
     _check_size(size)
     trials = read_trials(search_dir)
     if size > len(trials):
-        raise ValueError(f"ensemble size {size} is larger than the {len(trials)} complete trials "
-                         f"in {search_dir!r}; set --config.ensemble.size={len(trials)} or less, "
-                         "or run more trials")
+        raise ValueError(
+            f"ensemble size {size} is larger than the {len(trials)} complete trials "
+            f"in {search_dir!r}; set --config.ensemble.size={len(trials)} or less, "
+            "or run more trials"
+        )
     return trials[:size]
 
 
@@ -212,8 +244,9 @@ def trial_config(base: ml_collections.ConfigDict, trial: dict) -> ml_collections
     return config
 
 
-def group_trials(trials: Sequence[dict], base: ml_collections.ConfigDict, num_features: int,
-                 num_classes: int) -> list[tuple[train.Setup, list[dict], list[dict]]]:
+def group_trials(
+    trials: Sequence[dict], base: ml_collections.ConfigDict, num_features: int, num_classes: int
+) -> list[tuple[train.Setup, list[dict], list[dict]]]:
     """Groups trials by structure and minibatch-order seed: [(setup, trials, hparams per
     trial)], first-seen order."""
     groups: dict[tuple, tuple[list, list]] = {}
@@ -231,14 +264,17 @@ def group_trials(trials: Sequence[dict], base: ml_collections.ConfigDict, num_fe
 # ----------------------------------------------------------------------------- configs
 
 
-def _source_config(workdir: str, config: ml_collections.ConfigDict,
-                   required: bool) -> ml_collections.ConfigDict:
+def _source_config(
+    workdir: str, config: ml_collections.ConfigDict, required: bool
+) -> ml_collections.ConfigDict:
     """The config.json of a sweep/training workdir (``config`` itself if there is none)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         if required:
-            raise FileNotFoundError(f"no config.json in {workdir!r}; expected a workdir written "
-                                    "by python -m experiments.train (config.json, checkpoints/)")
+            raise FileNotFoundError(
+                f"no config.json in {workdir!r}; expected a workdir written "
+                "by python -m experiments.train (config.json, checkpoints/)"
+            )
         return config
     source = ml_collections.ConfigDict(metrics.read_json(path))
     if config.dataset.get("data_dir"):  # data folders move: the ensemble's path wins
@@ -254,8 +290,10 @@ def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     folder); ``seeds`` and ``ema`` on the ensemble config's own. Without a config.json (or a
     workdir) it is the ensemble config's: building the members then names what is missing.
     """
-    directory = {"search": config.ensemble.get("search_dir"),
-                 "checkpoints": config.ensemble.get("train_dir")}.get(config.ensemble.get("source"))
+    directory = {
+        "search": config.ensemble.get("search_dir"),
+        "checkpoints": config.ensemble.get("train_dir"),
+    }.get(config.ensemble.get("source"))
     if not directory:
         return config
     return _source_config(directory, config, required=False)
@@ -264,8 +302,9 @@ def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------- sources
 
 
-def from_seeds(config: ml_collections.ConfigDict, dataset: data.Dataset,
-               ema: bool = False) -> tuple[list[Group], Group | None]:
+def from_seeds(
+    config: ml_collections.ConfigDict, dataset: data.Dataset, ema: bool = False
+) -> tuple[list[Group], Group | None]:
     """``size`` seeds of the config as one vmapped fit: ([Group], raw Group if ``ema`` else None).
 
     With ``ema`` the members are the running averages of the weights and the raw final
@@ -274,12 +313,15 @@ def from_seeds(config: ml_collections.ConfigDict, dataset: data.Dataset,
     setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
     hparams = settings.hparams_from_config(config)
     if ema and hparams["ema_decay"] <= 0.0:
-        raise ValueError("source 'ema' needs a running average: set --config.train.ema_decay "
-                         "in (0, 1), e.g. 0.99")
+        raise ValueError(
+            "source 'ema' needs a running average: set --config.train.ema_decay "
+            "in (0, 1), e.g. 0.99"
+        )
     train.validate(setup, hparams, num_train=dataset.x_train.shape[0])
     size = config.ensemble.size
-    state, history = train_seeds(jax.random.key(int(config.seed)), hparams,
-                                 train.to_device(dataset), setup, size)
+    state, history = train_seeds(
+        jax.random.key(int(config.seed)), hparams, train.to_device(dataset), setup, size
+    )
     names = tuple(f"seed {config.seed}/{i}" for i in range(size))
     _check_finite(history, names, f"learning_rate={hparams['learning_rate']:g}")
     raw = Group(setup, state.params, names)
@@ -297,16 +339,21 @@ def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> lis
     groups = []
     for setup, ts, hps in group_trials(trials, base, dataset.num_features, dataset.num_classes):
         train.validate(setup, {}, num_train=dataset.x_train.shape[0])
-        state, history = train_trials([t["seed"] for t in ts], hps, device_data, setup,
-                                      order_seed=ts[0].get("order_seed"))
+        state, history = train_trials(
+            [t["seed"] for t in ts], hps, device_data, setup, order_seed=ts[0].get("order_seed")
+        )
         names = tuple(f"trial {t['trial']}" for t in ts)
         _check_finite(history, names, f"the hyperparameters of {search_dir}/trials.csv")
         got = np.asarray(history["val_accuracy"])[:, -1]
         for name, t, acc in zip(names, ts, got):
             if abs(acc - t["val_accuracy"]) > 0.01:
-                logging.warning("%s retrained to val accuracy %.4f but trials.csv records %.4f: "
-                                "the data set or config differs from the sweep's", name, acc,
-                                t["val_accuracy"])
+                logging.warning(
+                    "%s retrained to val accuracy %.4f but trials.csv records %.4f: "
+                    "the data set or config differs from the sweep's",
+                    name,
+                    acc,
+                    t["val_accuracy"],
+                )
         groups.append(Group(setup, state.params, names))
     return groups
 
@@ -317,23 +364,31 @@ def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -
     _check_size(size)
     train_dir = config.ensemble.get("train_dir")
     if not train_dir:
-        raise ValueError("source 'checkpoints' needs a training workdir: set "
-                         "--config.ensemble.train_dir=<workdir of experiments.train>")
+        raise ValueError(
+            "source 'checkpoints' needs a training workdir: set "
+            "--config.ensemble.train_dir=<workdir of experiments.train>"
+        )
     if not os.path.isdir(train_dir):
-        raise FileNotFoundError(f"training workdir {train_dir!r} does not exist; run "
-                                f"python -m experiments.train --workdir={train_dir} first")
+        raise FileNotFoundError(
+            f"training workdir {train_dir!r} does not exist; run "
+            f"python -m experiments.train --workdir={train_dir} first"
+        )
     source = _source_config(train_dir, config, required=True)
     if source.dataset.name != dataset.name:
-        raise ValueError(f"{train_dir!r} was trained on {source.dataset.name!r}, not "
-                         f"{dataset.name!r}; evaluate its checkpoints on the data set they were "
-                         "trained on (experiments.ensemble loads it from its config.json)")
+        raise ValueError(
+            f"{train_dir!r} was trained on {source.dataset.name!r}, not "
+            f"{dataset.name!r}; evaluate its checkpoints on the data set they were "
+            "trained on (experiments.ensemble loads it from its config.json)"
+        )
     setup = settings.setup_from_config(source, dataset.num_features, dataset.num_classes)
     ckpt_dir = os.path.join(train_dir, "checkpoints")
     epochs = checkpoints.steps(ckpt_dir)
     if size > len(epochs):
-        raise ValueError(f"ensemble size {size} is larger than the {len(epochs)} checkpoints in "
-                         f"{ckpt_dir!r}; set --config.ensemble.size={len(epochs)} or less, "
-                         "or train for more epochs")
+        raise ValueError(
+            f"ensemble size {size} is larger than the {len(epochs)} checkpoints in "
+            f"{ckpt_dir!r}; set --config.ensemble.size={len(epochs)} or less, "
+            "or train for more epochs"
+        )
     epochs = epochs[-size:]
     hp = _hp32(settings.hparams_from_config(source))
     state = train.init_state(jax.random.key(0), hp, setup, dataset.x_train.shape[0])
@@ -344,13 +399,15 @@ def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -
         raise ValueError(
             f"the checkpoints in {ckpt_dir!r} do not hold a {setup.model} model for "
             f"{dataset.num_features} features and {dataset.num_classes} classes ({e}); "
-            f"evaluate them on the data set they were trained on ({source.dataset.name!r})") from e
+            f"evaluate them on the data set they were trained on ({source.dataset.name!r})"
+        ) from e
     stacked = jax.tree.map(lambda *p: jnp.stack(p), *params)
     return [Group(setup, stacked, tuple(f"epoch {e}" for e in epochs))]
 
 
-def build_members(config: ml_collections.ConfigDict,
-                  dataset: data.Dataset) -> tuple[list[Group], Group | None]:
+def build_members(
+    config: ml_collections.ConfigDict, dataset: data.Dataset
+) -> tuple[list[Group], Group | None]:
     """The member groups a config names: ([Group], raw Group for source ``ema`` else None)."""
     source = config.ensemble.source
     if source not in SOURCES:

@@ -78,8 +78,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_config(workdir: str, config_dict: dict[str, Any], what: str,
-                 resumable: Iterable[str] = ()) -> None:
+def check_config(
+    workdir: str, config_dict: dict[str, Any], what: str, resumable: Iterable[str] = ()
+) -> None:
     """Refuses a workdir whose config.json holds a different config.
 
     Args:
@@ -95,20 +96,25 @@ def check_config(workdir: str, config_dict: dict[str, Any], what: str,
     if not os.path.exists(path):
         return
     old, new = flatten(read_json(path)), flatten(to_json(config_dict))
-    diff = sorted(k for k in set(old) | set(new)
-                  if k not in resumable and old.get(k) != new.get(k))
+    diff = sorted(k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k))
     if diff:
         changes = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise ValueError(
             f"workdir {workdir!r} holds a {what} with a different config ({changes}); "
-            "rerun with the same config to resume it, or choose a new --workdir")
+            "rerun with the same config to resume it, or choose a new --workdir"
+        )
 
 
 def log_progress(record: dict[str, Any], num_epochs: int) -> None:
     """One absl progress line for an epoch record."""
     logging.info(
-            "epoch %3d/%d  loss %.4f  train acc %.4f  val acc %.4f  lr %.3g  "
-            "update/weight %.2e  %.2fs",
-            record["epoch"], num_epochs, record["train_loss"], record["train_accuracy"],
-            record["val_accuracy"], record["learning_rate"], record["update_ratio"],
-            record["seconds"])
+        "epoch %3d/%d  loss %.4f  train acc %.4f  val acc %.4f  lr %.3g  update/weight %.2e  %.2fs",
+        record["epoch"],
+        num_epochs,
+        record["train_loss"],
+        record["train_accuracy"],
+        record["val_accuracy"],
+        record["learning_rate"],
+        record["update_ratio"],
+        record["seconds"],
+    )

@@ -58,19 +58,28 @@ def search_trials(trials: Sequence[Mapping[str, Any]], space: Mapping[str, Any],
     space: val accuracy against each numeric hyperparameter instead."""
     ok = [t for t in trials if t["status"] == "complete"]
     numeric = [n for n in sorted(space) if space[n].scale != "choice"]
-    if "learning_rate" in space and "reg" in space and "choice" not in (
-            space["learning_rate"].scale, space["reg"].scale):
+    if (
+        "learning_rate" in space
+        and "reg" in space
+        and "choice" not in (space["learning_rate"].scale, space["reg"].scale)
+    ):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         lr = [t["hparams"]["learning_rate"] for t in ok]
         reg = [t["hparams"]["reg"] for t in ok]
         for ax, key in zip(axes, ("train_accuracy", "val_accuracy")):
             sc = ax.scatter(lr, reg, c=[t[key] for t in ok], cmap="viridis", s=30)
-            ax.set(xscale=space["learning_rate"].scale, yscale=space["reg"].scale,
-                   xlabel="learning rate", ylabel="reg", title=key.replace("_", " "))
+            ax.set(
+                xscale=space["learning_rate"].scale,
+                yscale=space["reg"].scale,
+                xlabel="learning rate",
+                ylabel="reg",
+                title=key.replace("_", " "),
+            )
             fig.colorbar(sc, ax=ax)
     else:
-        fig, axes = plt.subplots(1, max(len(numeric), 1), figsize=(5 * max(len(numeric), 1), 4),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, max(len(numeric), 1), figsize=(5 * max(len(numeric), 1), 4), squeeze=False
+        )
         for ax, name in zip(axes[0], numeric):
             ax.scatter([t["hparams"][name] for t in ok], [t["val_accuracy"] for t in ok], s=20)
             ax.set(xscale=space[name].scale, xlabel=name, ylabel="val accuracy")
@@ -88,8 +97,9 @@ def ensemble_members(result: dict, path: str) -> None:
         key = f"{split}_accuracy"
         ax.plot(idx, [m[key] for m in rows], "o", color=color, label=f"member {split}")
         ax.axhline(result["ensemble"][key], color=color, label=f"ensemble {split}")
-        ax.axhline(result["mean_member"][key], color=color, ls="--", lw=0.8,
-                   label=f"mean member {split}")
+        ax.axhline(
+            result["mean_member"][key], color=color, ls="--", lw=0.8, label=f"mean member {split}"
+        )
     ax.set_xticks(idx, [m["name"] for m in rows], rotation=45, ha="right", fontsize=7)
     ax.set(ylabel="accuracy", title=f"{len(rows)} members vs ensemble ({result['combine']})")
     ax.legend(fontsize=7)

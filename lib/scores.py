@@ -40,46 +40,44 @@ __all__ = [
 
 
 def check_params(params: Params, keys: tuple[str, ...], model: str) -> None:
-  """Raises ValueError unless ``params`` is a dict holding ``keys``."""
-  if not isinstance(params, Mapping) or any(k not in params for k in keys):
-    have = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-    raise ValueError(
-        f"{model} params must be a dict with keys {list(keys)}, got {have}; "
-        f"build them with scores.init_{model}(...)."
-    )
+    """Raises ValueError unless ``params`` is a dict holding ``keys``."""
+    if not isinstance(params, Mapping) or any(k not in params for k in keys):
+        have = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(
+            f"{model} params must be a dict with keys {list(keys)}, got {have}; "
+            f"build them with scores.init_{model}(...)."
+        )
 
 
 def _check_affine(w: Array, b: Array, x: Array, name: str = "W") -> None:
-  """Checks that ``x @ w.T + b`` is well-formed; raises ValueError otherwise."""
-  if w.ndim != 2:
-    raise ValueError(
-        f"{name} must be 2-D of shape (K, D), got shape {tuple(w.shape)}."
-    )
-  if b.shape != (w.shape[0],):
-    raise ValueError(
-        f"bias for {name} must have shape ({w.shape[0]},) to match {name} of "
-        f"shape {tuple(w.shape)}, got {tuple(b.shape)}."
-    )
-  if x.ndim != 2:
-    raise ValueError(
-        f"x must be 2-D of shape (N, D) = (batch, features), got shape "
-        f"{tuple(x.shape)}; reshape it, e.g. x.reshape(len(x), -1) for images "
-        "or x[None, :] for a single example."
-    )
-  if x.shape[1] != w.shape[1]:
-    raise ValueError(
-        f"x has {x.shape[1]} features (shape {tuple(x.shape)}) but {name} "
-        f"expects {w.shape[1]} (shape {tuple(w.shape)}); initialise the "
-        f"params with num_features={x.shape[1]} or flatten/preprocess x to "
-        f"{w.shape[1]} features."
-    )
+    """Checks that ``x @ w.T + b`` is well-formed; raises ValueError otherwise."""
+    if w.ndim != 2:
+        raise ValueError(f"{name} must be 2-D of shape (K, D), got shape {tuple(w.shape)}.")
+    if b.shape != (w.shape[0],):
+        raise ValueError(
+            f"bias for {name} must have shape ({w.shape[0]},) to match {name} of "
+            f"shape {tuple(w.shape)}, got {tuple(b.shape)}."
+        )
+    if x.ndim != 2:
+        raise ValueError(
+            f"x must be 2-D of shape (N, D) = (batch, features), got shape "
+            f"{tuple(x.shape)}; reshape it, e.g. x.reshape(len(x), -1) for images "
+            "or x[None, :] for a single example."
+        )
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} features (shape {tuple(x.shape)}) but {name} "
+            f"expects {w.shape[1]} (shape {tuple(w.shape)}); initialise the "
+            f"params with num_features={x.shape[1]} or flatten/preprocess x to "
+            f"{w.shape[1]} features."
+        )
 
 
 def affine(w: Array, b: Array, x: Array, name: str = "W") -> Array:
-  """Checked affine layer ``x w^T + b``: x (N, D), w (K, D), b (K,) -> (N, K)."""
-  x = jnp.asarray(x)
-  _check_affine(w, b, x, name)
-  return x @ w.T + b
+    """Checked affine layer ``x w^T + b``: x (N, D), w (K, D), b (K,) -> (N, K)."""
+    x = jnp.asarray(x)
+    _check_affine(w, b, x, name)
+    return x @ w.T + b
 
 
 # --------------------------------------------------------------------------
@@ -95,41 +93,40 @@ def init_linear(
     scale: float = 1e-3,
     dtype=jnp.float32,
 ) -> Params:
-  """Small random weights and zero biases for a linear classifier.
+    """Small random weights and zero biases for a linear classifier.
 
-  ``W ~ scale * N(0, 1)`` of shape ``(K, D)``, ``b = 0`` of shape ``(K,)``.
+    ``W ~ scale * N(0, 1)`` of shape ``(K, D)``, ``b = 0`` of shape ``(K,)``.
 
-  Args:
-    key: a PRNG key.
-    num_features: D, the input dimension.
-    num_classes: K, the number of classes.
-    scale: standard deviation of the weights (the notes use 0.001).
-    dtype: floating dtype of the parameters (float64 for gradient checks).
+    Args:
+      key: a PRNG key.
+      num_features: D, the input dimension.
+      num_classes: K, the number of classes.
+      scale: standard deviation of the weights (the notes use 0.001).
+      dtype: floating dtype of the parameters (float64 for gradient checks).
 
-  Returns:
-    ``{"W": (K, D), "b": (K,)}``.
-  """
-  if num_features < 1 or num_classes < 1:
-    raise ValueError(
-        f"num_features and num_classes must be >= 1, got {num_features} and "
-        f"{num_classes}."
-    )
-  w = scale * jax.random.normal(key, (num_classes, num_features), dtype)
-  return {"W": w, "b": jnp.zeros((num_classes,), dtype)}
+    Returns:
+      ``{"W": (K, D), "b": (K,)}``.
+    """
+    if num_features < 1 or num_classes < 1:
+        raise ValueError(
+            f"num_features and num_classes must be >= 1, got {num_features} and {num_classes}."
+        )
+    w = scale * jax.random.normal(key, (num_classes, num_features), dtype)
+    return {"W": w, "b": jnp.zeros((num_classes,), dtype)}
 
 
 def linear(params: Params, x: Array) -> Array:
-  """Linear class scores ``s = x W^T + b``.
+    """Linear class scores ``s = x W^T + b``.
 
-  Args:
-    params: ``{"W": (K, D), "b": (K,)}``.
-    x: inputs of shape ``(N, D)``.
+    Args:
+      params: ``{"W": (K, D), "b": (K,)}``.
+      x: inputs of shape ``(N, D)``.
 
-  Returns:
-    Scores of shape ``(N, K)``.
-  """
-  check_params(params, ("W", "b"), "linear")
-  return affine(params["W"], params["b"], x)
+    Returns:
+      Scores of shape ``(N, K)``.
+    """
+    check_params(params, ("W", "b"), "linear")
+    return affine(params["W"], params["b"], x)
 
 
 # --------------------------------------------------------------------------
@@ -146,69 +143,67 @@ def init_two_layer(
     scale: float | None = None,
     dtype=jnp.float32,
 ) -> Params:
-  """He-initialised two-layer ReLU network.
+    """He-initialised two-layer ReLU network.
 
-  ``W1 ~ N(0, 1) * sqrt(2 / D)``, ``W2 ~ N(0, 1) * sqrt(2 / H)`` (the notes'
-  recommendation for ReLU units), biases zero.
+    ``W1 ~ N(0, 1) * sqrt(2 / D)``, ``W2 ~ N(0, 1) * sqrt(2 / H)`` (the notes'
+    recommendation for ReLU units), biases zero.
 
-  Args:
-    key: a PRNG key.
-    num_features: D.
-    hidden: H, the number of hidden units.
-    num_classes: K.
-    scale: if given, use this fixed standard deviation for both weight
-      matrices instead of the ``sqrt(2 / fan_in)`` rule.
-    dtype: floating dtype of the parameters.
+    Args:
+      key: a PRNG key.
+      num_features: D.
+      hidden: H, the number of hidden units.
+      num_classes: K.
+      scale: if given, use this fixed standard deviation for both weight
+        matrices instead of the ``sqrt(2 / fan_in)`` rule.
+      dtype: floating dtype of the parameters.
 
-  Returns:
-    ``{"W1": (H, D), "b1": (H,), "W2": (K, H), "b2": (K,)}``.
-  """
-  if min(num_features, hidden, num_classes) < 1:
-    raise ValueError(
-        "num_features, hidden and num_classes must be >= 1, got "
-        f"{num_features}, {hidden}, {num_classes}."
-    )
-  k1, k2 = jax.random.split(key)
-  s1 = np.sqrt(2.0 / num_features) if scale is None else scale
-  s2 = np.sqrt(2.0 / hidden) if scale is None else scale
-  return {
-      "W1": s1 * jax.random.normal(k1, (hidden, num_features), dtype),
-      "b1": jnp.zeros((hidden,), dtype),
-      "W2": s2 * jax.random.normal(k2, (num_classes, hidden), dtype),
-      "b2": jnp.zeros((num_classes,), dtype),
-  }
+    Returns:
+      ``{"W1": (H, D), "b1": (H,), "W2": (K, H), "b2": (K,)}``.
+    """
+    if min(num_features, hidden, num_classes) < 1:
+        raise ValueError(
+            "num_features, hidden and num_classes must be >= 1, got "
+            f"{num_features}, {hidden}, {num_classes}."
+        )
+    k1, k2 = jax.random.split(key)
+    s1 = np.sqrt(2.0 / num_features) if scale is None else scale
+    s2 = np.sqrt(2.0 / hidden) if scale is None else scale
+    return {
+        "W1": s1 * jax.random.normal(k1, (hidden, num_features), dtype),
+        "b1": jnp.zeros((hidden,), dtype),
+        "W2": s2 * jax.random.normal(k2, (num_classes, hidden), dtype),
+        "b2": jnp.zeros((num_classes,), dtype),
+    }
 
 
 def _check_dropout(dropout: Scalar) -> None:
-  """Range-checks a concrete dropout rate; traced rates pass through."""
-  if isinstance(dropout, jax.core.Tracer):
-    return
-  d = np.asarray(dropout)
-  if d.ndim != 0:
-    raise ValueError(
-        f"dropout must be a scalar, got shape {d.shape}; vmap over the rate "
-        "instead of passing an array."
-    )
-  if not 0.0 <= float(d) < 1.0:
-    raise ValueError(
-        f"dropout is the probability of dropping a unit and must be in "
-        f"[0, 1), got {float(d)}; use e.g. 0.5 (0.0 disables dropout)."
-    )
+    """Range-checks a concrete dropout rate; traced rates pass through."""
+    if isinstance(dropout, jax.core.Tracer):
+        return
+    d = np.asarray(dropout)
+    if d.ndim != 0:
+        raise ValueError(
+            f"dropout must be a scalar, got shape {d.shape}; vmap over the rate "
+            "instead of passing an array."
+        )
+    if not 0.0 <= float(d) < 1.0:
+        raise ValueError(
+            f"dropout is the probability of dropping a unit and must be in "
+            f"[0, 1), got {float(d)}; use e.g. 0.5 (0.0 disables dropout)."
+        )
 
 
-def dropout_mask(
-    key: PRNGKey, shape: tuple[int, ...], dropout: Scalar, dtype=jnp.float32
-) -> Array:
-  """Inverted-dropout mask: ``(U < p) / p`` with keep-probability ``p = 1 - dropout``.
+def dropout_mask(key: PRNGKey, shape: tuple[int, ...], dropout: Scalar, dtype=jnp.float32) -> Array:
+    """Inverted-dropout mask: ``(U < p) / p`` with keep-probability ``p = 1 - dropout``.
 
-  Its expectation is 1, so no rescaling is needed at test time. ``dropout``
-  may be a traced value; ``dropout = 0`` gives a mask of exactly ones.
-  """
-  _check_dropout(dropout)
-  p = jnp.asarray(1.0 - dropout, dtype)
-  keep = jax.random.uniform(key, shape, dtype) < p
-  # where() rather than keep / p so that p = 0 (traced) gives 0, not nan.
-  return jnp.where(keep, 1.0 / p, jnp.zeros((), dtype)).astype(dtype)
+    Its expectation is 1, so no rescaling is needed at test time. ``dropout``
+    may be a traced value; ``dropout = 0`` gives a mask of exactly ones.
+    """
+    _check_dropout(dropout)
+    p = jnp.asarray(1.0 - dropout, dtype)
+    keep = jax.random.uniform(key, shape, dtype) < p
+    # where() rather than keep / p so that p = 0 (traced) gives 0, not nan.
+    return jnp.where(keep, 1.0 / p, jnp.zeros((), dtype)).astype(dtype)
 
 
 def two_layer(
@@ -217,23 +212,23 @@ def two_layer(
     key: PRNGKey | None = None,
     dropout: Scalar = 0.0,
 ) -> Array:
-  """Two-layer ReLU network scores ``s = W2 max(0, W1 x + b1) + b2``.
+    """Two-layer ReLU network scores ``s = W2 max(0, W1 x + b1) + b2``.
 
-  Args:
-    params: ``{"W1": (H, D), "b1": (H,), "W2": (K, H), "b2": (K,)}``.
-    x: inputs of shape ``(N, D)``.
-    key: PRNG key for dropout; ``None`` means no dropout (evaluation).
-    dropout: probability of dropping a hidden unit (may be traced). Ignored
-      when ``key`` is None.
+    Args:
+      params: ``{"W1": (H, D), "b1": (H,), "W2": (K, H), "b2": (K,)}``.
+      x: inputs of shape ``(N, D)``.
+      key: PRNG key for dropout; ``None`` means no dropout (evaluation).
+      dropout: probability of dropping a hidden unit (may be traced). Ignored
+        when ``key`` is None.
 
-  Returns:
-    Scores of shape ``(N, K)``.
-  """
-  check_params(params, ("W1", "b1", "W2", "b2"), "two_layer")
-  h = jax.nn.relu(affine(params["W1"], params["b1"], x, "W1"))
-  if key is not None:  # key is a Python-level switch; dropout itself may be traced
-    h = h * dropout_mask(key, h.shape, dropout, h.dtype)
-  return affine(params["W2"], params["b2"], h, "W2")
+    Returns:
+      Scores of shape ``(N, K)``.
+    """
+    check_params(params, ("W1", "b1", "W2", "b2"), "two_layer")
+    h = jax.nn.relu(affine(params["W1"], params["b1"], x, "W1"))
+    if key is not None:  # key is a Python-level switch; dropout itself may be traced
+        h = h * dropout_mask(key, h.shape, dropout, h.dtype)
+    return affine(params["W2"], params["b2"], h, "W2")
 
 
 # --------------------------------------------------------------------------
@@ -242,22 +237,22 @@ def two_layer(
 
 
 def sigmoid_neuron(w: Array, x: Array) -> Array:
-  """The notes' neuron ``f(w, x) = 1 / (1 + exp(-(w0 x0 + w1 x1 + w2)))``.
+    """The notes' neuron ``f(w, x) = 1 / (1 + exp(-(w0 x0 + w1 x1 + w2)))``.
 
-  Args:
-    w: weights and bias, shape ``(3,)``.
-    x: a 2-D input, shape ``(2,)``.
+    Args:
+      w: weights and bias, shape ``(3,)``.
+      x: a 2-D input, shape ``(2,)``.
 
-  Returns:
-    The scalar output f.
-  """
-  w, x = jnp.asarray(w), jnp.asarray(x)
-  if w.shape != (3,) or x.shape != (2,):
-    raise ValueError(
-        f"sigmoid_neuron expects w of shape (3,) = [w0, w1, bias] and x of "
-        f"shape (2,), got {tuple(w.shape)} and {tuple(x.shape)}."
-    )
-  return 1.0 / (1.0 + jnp.exp(-(w[0] * x[0] + w[1] * x[1] + w[2])))
+    Returns:
+      The scalar output f.
+    """
+    w, x = jnp.asarray(w), jnp.asarray(x)
+    if w.shape != (3,) or x.shape != (2,):
+        raise ValueError(
+            f"sigmoid_neuron expects w of shape (3,) = [w0, w1, bias] and x of "
+            f"shape (2,), got {tuple(w.shape)} and {tuple(x.shape)}."
+        )
+    return 1.0 / (1.0 + jnp.exp(-(w[0] * x[0] + w[1] * x[1] + w[2])))
 
 
 # --------------------------------------------------------------------------
@@ -275,18 +270,16 @@ INITS: dict[str, Callable[..., Params]] = {
 
 
 def _lookup(table: Mapping[str, Callable], name: str, what: str) -> Callable:
-  if name not in table:
-    raise ValueError(
-        f"unknown {what} {name!r}; valid: {', '.join(sorted(table))}"
-    )
-  return table[name]
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(table))}")
+    return table[name]
 
 
 def get(name: str) -> Callable[..., Array]:
-  """Score function by name (``"linear"`` or ``"two_layer"``)."""
-  return _lookup(MODELS, name, "model")
+    """Score function by name (``"linear"`` or ``"two_layer"``)."""
+    return _lookup(MODELS, name, "model")
 
 
 def get_init(name: str) -> Callable[..., Params]:
-  """Initialiser by model name (``"linear"`` or ``"two_layer"``)."""
-  return _lookup(INITS, name, "model")
+    """Initialiser by model name (``"linear"`` or ``"two_layer"``)."""
+    return _lookup(INITS, name, "model")

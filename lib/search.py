@@ -30,9 +30,20 @@ import optuna
 from optuna.trial import TrialState
 
 from lib import checkpoints, metrics, plots, settings, sharding, train
-from lib.space import (Space, border_warnings, check_space, distributions, narrow,
-                       sample_grid, sample_random, space_from_config, space_from_json,
-                       space_to_json, stages_from_config, structure)
+from lib.space import (
+    Space,
+    border_warnings,
+    check_space,
+    distributions,
+    narrow,
+    sample_grid,
+    sample_random,
+    space_from_config,
+    space_from_json,
+    space_to_json,
+    stages_from_config,
+    structure,
+)
 
 SAMPLERS = ("random", "grid", "tpe")
 _RESUMABLE_CHANGES = ("search.stages", "search.num_trials", "search.trials_per_batch")
@@ -43,12 +54,16 @@ def _check_config(config: Any, workdir: str) -> dict:
     s = config.search
     if s.sampler not in SAMPLERS:
         raise ValueError(f"unknown search.sampler {s.sampler!r}; valid: {', '.join(SAMPLERS)}")
-    for name, ok in (("trials_per_batch", int(s.trials_per_batch) >= 1),
-                     ("num_trials", int(s.num_trials) >= 1),
-                     ("top_fraction", 0 < float(s.top_fraction) <= 1)):
+    for name, ok in (
+        ("trials_per_batch", int(s.trials_per_batch) >= 1),
+        ("num_trials", int(s.num_trials) >= 1),
+        ("top_fraction", 0 < float(s.top_fraction) <= 1),
+    ):
         if not ok:
-            raise ValueError(f"search.{name}={s[name]!r} is out of range: trials_per_batch and "
-                             "num_trials must be >= 1, top_fraction in (0, 1]")
+            raise ValueError(
+                f"search.{name}={s[name]!r} is out of range: trials_per_batch and "
+                "num_trials must be >= 1, top_fraction in (0, 1]"
+            )
     space = space_from_config(s.space)
     stages = stages_from_config(s.get("stages"), int(s.num_trials), int(config.train.num_epochs))
     dataset = settings.load_data(config)
@@ -58,8 +73,14 @@ def _check_config(config: Any, workdir: str) -> dict:
     check_space(space, setup, stages)
     config_dict = config.to_dict()
     metrics.check_config(workdir, config_dict, "sweep", resumable=_RESUMABLE_CHANGES)
-    return dict(space=space, stages=stages, dataset=dataset, setup=setup, hparams=hparams,
-                config_dict=config_dict)
+    return dict(
+        space=space,
+        stages=stages,
+        dataset=dataset,
+        setup=setup,
+        hparams=hparams,
+        config_dict=config_dict,
+    )
 
 
 def open_storage(storage: str | None, workdir: str):
@@ -79,7 +100,8 @@ def _check_stages(storage, study_name: str, stages: Sequence[tuple[int, int]]) -
             raise ValueError(
                 f"stage {stage} of this study ran {old} epochs, search.stages now asks "
                 f"{num_epochs}; keep the finished stages as they were (only append stages or "
-                "add trials) or choose a new --workdir")
+                "add trials) or choose a new --workdir"
+            )
 
 
 def _owner_alive(owner: str, me: str) -> bool:
@@ -116,43 +138,67 @@ def _trial_seed(seed: int, stage: int, slot: int) -> int:
 
 def _setup_for(base: train.Setup, row: Mapping[str, Any], num_epochs: int) -> train.Setup:
     return dataclasses.replace(
-        base, num_epochs=int(row.get("num_epochs", num_epochs)),
-        hidden=int(row.get("hidden", base.hidden)), optimizer=row.get("optimizer", base.optimizer))
+        base,
+        num_epochs=int(row.get("num_epochs", num_epochs)),
+        hidden=int(row.get("hidden", base.hidden)),
+        optimizer=row.get("optimizer", base.optimizer),
+    )
 
 
 def _record(stage: int, t) -> dict[str, Any]:
     """A finished trial as a plain dict (trials.csv row, summary entries)."""
-    return {"stage": stage, "trial": t.number, "slot": t.user_attrs["slot"],
-            "hparams": dict(t.params), "value": t.value, **t.user_attrs["result"]}
+    return {
+        "stage": stage,
+        "trial": t.number,
+        "slot": t.user_attrs["slot"],
+        "hparams": dict(t.params),
+        "value": t.value,
+        **t.user_attrs["result"],
+    }
 
 
 def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list[dict]:
     """Trains asked trials ``items`` ([(trial, slot, row)], one structure) in one program;
     ``full`` is the stage's full batch size."""
     setup = _setup_for(ctx["setup"], items[0][2], num_epochs)
-    rows = [{**ctx["hparams"], **{k: v for k, v in row.items() if k in train.HPARAMS}}
-            for _, _, row in items]
+    rows = [
+        {**ctx["hparams"], **{k: v for k, v in row.items() if k in train.HPARAMS}}
+        for _, _, row in items
+    ]
     seeds = [_trial_seed(ctx["seed"], stage, slot) for _, slot, _ in items]
     # Lanes: a power of two, at least a quarter of the stage's batch (few distinct shapes,
     # so few compiles), at most the batch.
     lanes = min(full, max(1 << (len(items) - 1).bit_length(), full // 4))
     t0 = time.perf_counter()
-    state, history = sharding.fit_trials(seeds, rows, ctx["data"], setup, ctx["mesh"], lanes,
-                                         order_seed=ctx["seed"])
+    state, history = sharding.fit_trials(
+        seeds, rows, ctx["data"], setup, ctx["mesh"], lanes, order_seed=ctx["seed"]
+    )
     share = (time.perf_counter() - t0) / len(items)
     diverged = sharding.diverged(history)
     out = []
     for j, (trial, slot, _) in enumerate(items):
-        div_epoch = (int(np.argmin(np.isfinite(history["train_loss"][j]))) + 1
-                     if diverged[j] else None)
-        result = {"status": "diverged" if diverged[j] else "complete", "seed": seeds[j],
-                  "order_seed": ctx["seed"],
-                  "num_epochs": setup.num_epochs, "seconds": share, "diverged_epoch": div_epoch,
-                  "train_accuracy": float(history["train_accuracy"][j, -1]),
-                  "val_accuracy": float(history["val_accuracy"][j, -1]),
-                  "val_accuracy_per_epoch": [float(v) for v in history["val_accuracy"][j]]}
-        out.append({"trial": trial, "slot": slot, "result": result,
-                    "params": sharding.trial_params(state, j)})
+        div_epoch = (
+            int(np.argmin(np.isfinite(history["train_loss"][j]))) + 1 if diverged[j] else None
+        )
+        result = {
+            "status": "diverged" if diverged[j] else "complete",
+            "seed": seeds[j],
+            "order_seed": ctx["seed"],
+            "num_epochs": setup.num_epochs,
+            "seconds": share,
+            "diverged_epoch": div_epoch,
+            "train_accuracy": float(history["train_accuracy"][j, -1]),
+            "val_accuracy": float(history["val_accuracy"][j, -1]),
+            "val_accuracy_per_epoch": [float(v) for v in history["val_accuracy"][j]],
+        }
+        out.append(
+            {
+                "trial": trial,
+                "slot": slot,
+                "result": result,
+                "params": sharding.trial_params(state, j),
+            }
+        )
     return out
 
 
@@ -172,9 +218,9 @@ def _run_stage(study, stage: int, space: Space, num: int, num_epochs: int, ctx: 
     if plan is not None:  # one structure per batch, batches of at most ctx["batch"]
         pending.sort(key=lambda i: repr(structure(plan[i])))
         batches = [list(g) for _, g in itertools.groupby(pending, lambda i: structure(plan[i]))]
-        batches = [g[i:i + ctx["batch"]] for g in batches for i in range(0, len(g), ctx["batch"])]
+        batches = [g[i : i + ctx["batch"]] for g in batches for i in range(0, len(g), ctx["batch"])]
     else:
-        batches = [pending[i:i + ctx["batch"]] for i in range(0, len(pending), ctx["batch"])]
+        batches = [pending[i : i + ctx["batch"]] for i in range(0, len(pending), ctx["batch"])]
     ran = 0
     for slots in batches:
         asked = []
@@ -188,8 +234,9 @@ def _run_stage(study, stage: int, space: Space, num: int, num_epochs: int, ctx: 
         groups: dict[tuple, list] = {}
         for item in asked:
             groups.setdefault(structure(item[2]), []).append(item)
-        done = [r for items in groups.values()
-                for r in _run_batch(items, stage, num_epochs, full, ctx)]
+        done = [
+            r for items in groups.values() for r in _run_batch(items, stage, num_epochs, full, ctx)
+        ]
         if ctx["callback"] is not None:
             ctx["callback"](stage, [{"slot": r["slot"], **r["result"]} for r in done])
         for r in done:
@@ -202,9 +249,13 @@ def _run_stage(study, stage: int, space: Space, num: int, num_epochs: int, ctx: 
             if best is None or (value, -r["trial"].number) > (best[0], -best[1]):
                 ctx["best_params"][stage] = (value, r["trial"].number, r["params"])
         ran += len(done)
-        logging.info("stage %d: %d trials of %d epochs done, best val acc %.4f", stage,
-                     len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-                     num_epochs, study.best_value)
+        logging.info(
+            "stage %d: %d trials of %d epochs done, best val acc %.4f",
+            stage,
+            len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+            num_epochs,
+            study.best_value,
+        )
     return ran
 
 
@@ -237,20 +288,36 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
     metrics.write_json(os.path.join(workdir, "config.json"), plan["config_dict"])
     storage = open_storage(s.get("storage"), workdir)
     mesh = sharding.trial_mesh()
-    ctx = {"setup": plan["setup"], "hparams": plan["hparams"], "seed": int(s.seed),
-           "batch": sharding.padded_size(int(s.trials_per_batch), mesh.size), "mesh": mesh,
-           "data": sharding.replicate(train.to_device(plan["dataset"]), mesh),
-           "sampler": s.sampler, "callback": callback, "best_params": {},
-           "owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"}
+    ctx = {
+        "setup": plan["setup"],
+        "hparams": plan["hparams"],
+        "seed": int(s.seed),
+        "batch": sharding.padded_size(int(s.trials_per_batch), mesh.size),
+        "mesh": mesh,
+        "data": sharding.replicate(train.to_device(plan["dataset"]), mesh),
+        "sampler": s.sampler,
+        "callback": callback,
+        "best_params": {},
+        "owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+    }
     space, stage_summaries, warnings, records = plan["space"], [], [], []
     ran = interrupted = 0
     train_seconds = 0.0
     for stage, (num, num_epochs) in enumerate(plan["stages"]):
-        sampler = (optuna.samplers.TPESampler(constant_liar=True, multivariate=True,
-                                              seed=int(s.seed) + stage)
-                   if s.sampler == "tpe" else optuna.samplers.RandomSampler(int(s.seed) + stage))
-        study = optuna.create_study(storage=storage, study_name=f"{s.study_name}.stage{stage}",
-                                    sampler=sampler, direction="maximize", load_if_exists=True)
+        sampler = (
+            optuna.samplers.TPESampler(
+                constant_liar=True, multivariate=True, seed=int(s.seed) + stage
+            )
+            if s.sampler == "tpe"
+            else optuna.samplers.RandomSampler(int(s.seed) + stage)
+        )
+        study = optuna.create_study(
+            storage=storage,
+            study_name=f"{s.study_name}.stage{stage}",
+            sampler=sampler,
+            direction="maximize",
+            load_if_exists=True,
+        )
         if "space" in study.user_attrs:  # the stage's space as first created is authoritative
             space = space_from_json(study.user_attrs["space"])
         else:
@@ -260,26 +327,37 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         t0 = time.perf_counter()
         ran += _run_stage(study, stage, space, num, num_epochs, ctx)
         train_seconds += time.perf_counter() - t0
-        finished = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                          key=lambda t: t.user_attrs["slot"])
+        finished = sorted(
+            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+            key=lambda t: t.user_attrs["slot"],
+        )
         stage_records = [_record(stage, t) for t in finished]
         records += stage_records
         rows, scores = [r["hparams"] for r in stage_records], [r["value"] for r in stage_records]
-        stage_warnings = [f"stage {stage}: {w}" for w in border_warnings(space, rows, scores,
-                                                                          plan["setup"])]
+        stage_warnings = [
+            f"stage {stage}: {w}" for w in border_warnings(space, rows, scores, plan["setup"])
+        ]
         if all(r["status"] == "diverged" for r in stage_records):
             stage_warnings.append(
                 f"stage {stage}: all {len(stage_records)} trials diverged (NaN/inf loss); "
-                "lower the learning-rate range, e.g. --config.search.space.learning_rate.high")
+                "lower the learning-rate range, e.g. --config.search.space.learning_rate.high"
+            )
         for w in stage_warnings:
             logging.warning("%s", w)
         warnings += stage_warnings
         best = max(stage_records, key=lambda r: (r["value"], -r["trial"]))
-        stage_summaries.append({
-            "num_trials": len(stage_records), "num_epochs": num_epochs,
-            "space": space_to_json(space), "border_warnings": stage_warnings,
-            "diverged": sum(r["status"] == "diverged" for r in stage_records),
-            "best": {k: best[k] for k in ("trial", "hparams", "val_accuracy", "train_accuracy")}})
+        stage_summaries.append(
+            {
+                "num_trials": len(stage_records),
+                "num_epochs": num_epochs,
+                "space": space_to_json(space),
+                "border_warnings": stage_warnings,
+                "diverged": sum(r["status"] == "diverged" for r in stage_records),
+                "best": {
+                    k: best[k] for k in ("trial", "hparams", "val_accuracy", "train_accuracy")
+                },
+            }
+        )
         if stage + 1 < len(plan["stages"]):
             space = narrow(space, rows, scores, float(s.top_fraction))
     best_params, best_setup = _best_params(workdir, best, ctx)
@@ -289,17 +367,37 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
     _write_csv(os.path.join(workdir, "trials.csv"), records, plan["space"])
     plots.search_trials(records, plan["space"], os.path.join(workdir, "search.png"))
     summary = {
-        "num_trials": len(records), "stages": stage_summaries, "border_warnings": warnings,
-        "best": {"hparams": best["hparams"], "val_accuracy": best["val_accuracy"],
-                 "train_accuracy": best["train_accuracy"], "stage": best["stage"],
-                 "trial": best["trial"], "seed": best["seed"], "num_epochs": best["num_epochs"]},
-        "train_accuracy": best["train_accuracy"], "val_accuracy": best["val_accuracy"],
-        "test_accuracy": test_acc, "trials_run": ran, "interrupted_trials": interrupted,
-        "trials_per_second": ran / train_seconds if ran else None, "sampler": s.sampler,
-        "devices": mesh.size, "seconds": time.perf_counter() - start}
+        "num_trials": len(records),
+        "stages": stage_summaries,
+        "border_warnings": warnings,
+        "best": {
+            "hparams": best["hparams"],
+            "val_accuracy": best["val_accuracy"],
+            "train_accuracy": best["train_accuracy"],
+            "stage": best["stage"],
+            "trial": best["trial"],
+            "seed": best["seed"],
+            "num_epochs": best["num_epochs"],
+        },
+        "train_accuracy": best["train_accuracy"],
+        "val_accuracy": best["val_accuracy"],
+        "test_accuracy": test_acc,
+        "trials_run": ran,
+        "interrupted_trials": interrupted,
+        "trials_per_second": ran / train_seconds if ran else None,
+        "sampler": s.sampler,
+        "devices": mesh.size,
+        "seconds": time.perf_counter() - start,
+    }
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)
-    logging.info("best (stage %d, trial %d): val acc %.4f  test acc %.4f  %s", best["stage"],
-                 best["trial"], best["val_accuracy"], test_acc, best["hparams"])
+    logging.info(
+        "best (stage %d, trial %d): val acc %.4f  test acc %.4f  %s",
+        best["stage"],
+        best["trial"],
+        best["val_accuracy"],
+        test_acc,
+        best["hparams"],
+    )
     return summary
 
 
@@ -309,18 +407,21 @@ def _best_params(workdir: str, best: dict, ctx: dict):
     path, info = os.path.join(workdir, "best_params"), os.path.join(workdir, "best_hparams.json")
     setup = _setup_for(ctx["setup"], best["hparams"], best["num_epochs"])
     ident = {"stage": best["stage"], "trial": best["trial"]}
-    if (os.path.exists(info) and metrics.read_json(info).get("trial") == ident
-            and checkpoints.steps(path)):
+    if (
+        os.path.exists(info)
+        and metrics.read_json(info).get("trial") == ident
+        and checkpoints.steps(path)
+    ):
         like = jax.eval_shape(lambda: train.init_params(jax.random.key(0), setup))
         return checkpoints.restore(path, 0, like=like), setup
     kept = ctx["best_params"].get(best["stage"])
     if kept is not None and kept[1] == best["trial"]:
         params = kept[2]
     else:
-        row = {**ctx["hparams"], **{k: v for k, v in best["hparams"].items()
-                                    if k in train.HPARAMS}}
-        state, _ = sharding.fit_trials([best["seed"]], [row], ctx["data"], setup, ctx["mesh"],
-                                       order_seed=best["order_seed"])
+        row = {**ctx["hparams"], **{k: v for k, v in best["hparams"].items() if k in train.HPARAMS}}
+        state, _ = sharding.fit_trials(
+            [best["seed"]], [row], ctx["data"], setup, ctx["mesh"], order_seed=best["order_seed"]
+        )
         params = sharding.trial_params(state, 0)
     tmp = path + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -335,27 +436,58 @@ def _best_params(workdir: str, best: dict, ctx: dict):
 def _write_best(workdir: str, best: dict, test_accuracy: float) -> None:
     values = {**best["hparams"], "num_epochs": best["num_epochs"]}
     overrides = {train.CONFIG_PATHS[k]: v for k, v in values.items()}
-    metrics.write_json(os.path.join(workdir, "best_hparams.json"), {
-        "trial": {"stage": best["stage"], "trial": best["trial"]}, "hparams": best["hparams"],
-        "seed": best["seed"], "order_seed": best["order_seed"],
-        "val_accuracy": best["val_accuracy"],
-        "train_accuracy": best["train_accuracy"], "test_accuracy": test_accuracy,
-        "overrides": overrides,
-        "flags": " ".join(f"--config.{k}={v}" for k, v in sorted(overrides.items()))})
+    metrics.write_json(
+        os.path.join(workdir, "best_hparams.json"),
+        {
+            "trial": {"stage": best["stage"], "trial": best["trial"]},
+            "hparams": best["hparams"],
+            "seed": best["seed"],
+            "order_seed": best["order_seed"],
+            "val_accuracy": best["val_accuracy"],
+            "train_accuracy": best["train_accuracy"],
+            "test_accuracy": test_accuracy,
+            "overrides": overrides,
+            "flags": " ".join(f"--config.{k}={v}" for k, v in sorted(overrides.items())),
+        },
+    )
 
 
 def _write_csv(path: str, records: list[dict], space: Space) -> None:
     names = sorted(space)
-    cols = ["stage", "trial", "slot", "status", "seed", "order_seed", "num_epochs", *names,
-            "train_accuracy", "val_accuracy", "seconds", "diverged_epoch",
-            "val_accuracy_per_epoch"]
+    cols = [
+        "stage",
+        "trial",
+        "slot",
+        "status",
+        "seed",
+        "order_seed",
+        "num_epochs",
+        *names,
+        "train_accuracy",
+        "val_accuracy",
+        "seconds",
+        "diverged_epoch",
+        "val_accuracy_per_epoch",
+    ]
     with open(path + ".tmp", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(cols)
         for r in records:
-            writer.writerow([r["stage"], r["trial"], r["slot"], r["status"], r["seed"],
-                             r["order_seed"], r["num_epochs"], *(r["hparams"][n] for n in names),
-                             r["train_accuracy"], r["val_accuracy"], r["seconds"],
-                             "" if r["diverged_epoch"] is None else r["diverged_epoch"],
-                             " ".join(f"{v:.4f}" for v in r["val_accuracy_per_epoch"])])
+            writer.writerow(
+                [
+                    r["stage"],
+                    r["trial"],
+                    r["slot"],
+                    r["status"],
+                    r["seed"],
+                    r["order_seed"],
+                    r["num_epochs"],
+                    *(r["hparams"][n] for n in names),
+                    r["train_accuracy"],
+                    r["val_accuracy"],
+                    r["seconds"],
+                    "" if r["diverged_epoch"] is None else r["diverged_epoch"],
+                    " ".join(f"{v:.4f}" for v in r["val_accuracy_per_epoch"]),
+                ]
+            )
     os.replace(path + ".tmp", path)

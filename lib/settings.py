@@ -15,17 +15,24 @@ import ml_collections
 from lib import data, train
 
 
-def setup_from_config(config: ml_collections.ConfigDict, num_features: int,
-                      num_classes: int) -> train.Setup:
+def setup_from_config(
+    config: ml_collections.ConfigDict, num_features: int, num_classes: int
+) -> train.Setup:
     return train.Setup(
-        num_features=num_features, num_classes=num_classes,
-        model=config.model.name, hidden=int(config.model.get("hidden", 100)),
-        loss=config.loss.name, margin=float(config.loss.get("margin", 1.0)),
-        optimizer=config.optimizer.name, schedule=config.schedule.get("name", "constant"),
+        num_features=num_features,
+        num_classes=num_classes,
+        model=config.model.name,
+        hidden=int(config.model.get("hidden", 100)),
+        loss=config.loss.name,
+        margin=float(config.loss.get("margin", 1.0)),
+        optimizer=config.optimizer.name,
+        schedule=config.schedule.get("name", "constant"),
         schedule_every=int(config.schedule.get("every", 1)),
-        num_epochs=int(config.train.num_epochs), batch_size=int(config.train.batch_size),
+        num_epochs=int(config.train.num_epochs),
+        batch_size=int(config.train.batch_size),
         ema=float(config.train.get("ema_decay", 0.0)) > 0.0,
-        train_eval_size=int(config.train.get("train_eval_size", 1000)))
+        train_eval_size=int(config.train.get("train_eval_size", 1000)),
+    )
 
 
 def get_field(config: ml_collections.ConfigDict, path: str, default: Any = None) -> Any:
@@ -56,6 +63,11 @@ def hparams_from_config(config: ml_collections.ConfigDict) -> dict[str, float]:
 def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
     """The data set a config names (raises a clear error before anything is written)."""
     ds = config.dataset
-    return data.load(ds.name, ds.get("data_dir") or None, seed=int(config.get("seed", 0)),
-                     num_train=ds.get("num_train"), num_val=ds.get("num_val"),
-                     scale=float(ds.get("scale", 1.0)))
+    return data.load(
+        ds.name,
+        ds.get("data_dir") or None,
+        seed=int(config.get("seed", 0)),
+        num_train=ds.get("num_train"),
+        num_val=ds.get("num_val"),
+        scale=float(ds.get("scale", 1.0)),
+    )

@@ -28,8 +28,9 @@ AXIS = "trials"
 # One compiled program per (Setup, batch shape); cached across stages and calls. The second
 # shares one (unbatched) minibatch-order key among the trials.
 _batched_fit = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_argnums=3)
-_batched_fit_shared_order = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None, None)),
-                                    static_argnums=3)
+_batched_fit_shared_order = jax.jit(
+    jax.vmap(train.fit, in_axes=(0, 0, None, None, None)), static_argnums=3
+)
 
 
 def trial_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -41,8 +42,9 @@ def trial_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def padded_size(num_trials: int, num_devices: int) -> int:
     """The smallest multiple of ``num_devices`` that is >= ``num_trials``."""
     if num_trials < 1 or num_devices < 1:
-        raise ValueError(f"need num_trials >= 1 and num_devices >= 1, got {num_trials}, "
-                         f"{num_devices}")
+        raise ValueError(
+            f"need num_trials >= 1 and num_devices >= 1, got {num_trials}, {num_devices}"
+        )
     return -(-num_trials // num_devices) * num_devices
 
 
@@ -55,13 +57,21 @@ def replicate(dataset: train.Data, mesh: Mesh) -> train.Data:
 def full_hparams(rows: Sequence[dict[str, float]]) -> dict[str, np.ndarray]:
     """Stacks per-trial hparam dicts into ``{name: float32 (M,)}`` over every name in
     ``train.HPARAMS`` (defaults for names a row leaves out)."""
-    return {name: np.asarray([row.get(name, default) for row in rows], np.float32)
-            for name, default in train.DEFAULT_HPARAMS.items()}
+    return {
+        name: np.asarray([row.get(name, default) for row in rows], np.float32)
+        for name, default in train.DEFAULT_HPARAMS.items()
+    }
 
 
-def fit_trials(seeds: Sequence[int], rows: Sequence[dict[str, float]], dataset: train.Data,
-               setup: train.Setup, mesh: Mesh | None = None, pad_to: int | None = None,
-               order_seed: int | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+def fit_trials(
+    seeds: Sequence[int],
+    rows: Sequence[dict[str, float]],
+    dataset: train.Data,
+    setup: train.Setup,
+    mesh: Mesh | None = None,
+    pad_to: int | None = None,
+    order_seed: int | None = None,
+) -> tuple[Any, dict[str, np.ndarray]]:
     """Trains one model per (seed, hparams row), all in one sharded, vmapped ``fit``.
 
     Args:
@@ -81,8 +91,10 @@ def fit_trials(seeds: Sequence[int], rows: Sequence[dict[str, float]], dataset: 
     """
     m = len(rows)
     if m == 0 or len(seeds) != m:
-        raise ValueError(f"need one seed per hparams row and at least one trial; got "
-                         f"{len(seeds)} seeds and {m} rows")
+        raise ValueError(
+            f"need one seed per hparams row and at least one trial; got "
+            f"{len(seeds)} seeds and {m} rows"
+        )
     mesh = trial_mesh() if mesh is None else mesh
     lanes = padded_size(max(m, pad_to or m), mesh.size)
     seeds = list(seeds) + [seeds[0]] * (lanes - m)

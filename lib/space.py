@@ -32,7 +32,7 @@ class Dim(NamedTuple):
 
     low: float | None = None
     high: float | None = None
-    scale: str = "log"      # "log" | "linear" | "choice"
+    scale: str = "log"  # "log" | "linear" | "choice"
     choices: tuple = ()
 
 
@@ -44,8 +44,9 @@ def valid_names() -> tuple[str, ...]:
     return tuple(train.HPARAMS) + STRUCTURAL
 
 
-def stages_from_config(stages: str | Sequence | None, num_trials: int,
-                       num_epochs: int) -> list[tuple[int, int]]:
+def stages_from_config(
+    stages: str | Sequence | None, num_trials: int, num_epochs: int
+) -> list[tuple[int, int]]:
     """``"64x1,16x5,4x20"`` (or ``[(64, 1), ...]``) -> ``[(trials, epochs), ...]``.
 
     Empty means one stage of ``num_trials`` trials of ``num_epochs`` epochs.
@@ -55,15 +56,20 @@ def stages_from_config(stages: str | Sequence | None, num_trials: int,
     """
     if not stages:
         return [(int(num_trials), int(num_epochs))]
-    parts = ([p.lower().split("x") for p in stages.replace(" ", "").split(",")]
-             if isinstance(stages, str) else stages)
+    parts = (
+        [p.lower().split("x") for p in stages.replace(" ", "").split(",")]
+        if isinstance(stages, str)
+        else stages
+    )
     try:
         pairs = [tuple(int(v) for v in p) for p in parts]
     except (TypeError, ValueError):
         pairs = [()]
     if any(len(p) != 2 or min(p) < 1 for p in pairs):
-        raise ValueError(f"search.stages={stages!r} is not a list of TRIALSxEPOCHS with "
-                         "positive integers; write it like --config.search.stages=64x1,16x5,4x20")
+        raise ValueError(
+            f"search.stages={stages!r} is not a list of TRIALSxEPOCHS with "
+            "positive integers; write it like --config.search.stages=64x1,16x5,4x20"
+        )
     return pairs
 
 
@@ -76,32 +82,41 @@ def space_from_config(space: Mapping[str, Any]) -> Space:
     """
     space = space.to_dict() if hasattr(space, "to_dict") else dict(space)
     if not space:
-        raise ValueError("search.space is empty; add at least one entry, e.g. "
-                         "search.space.learning_rate = dict(low=1e-4, high=1, scale='log')")
+        raise ValueError(
+            "search.space is empty; add at least one entry, e.g. "
+            "search.space.learning_rate = dict(low=1e-4, high=1, scale='log')"
+        )
     out = {}
     for name, entry in space.items():
         where = f"search.space.{name}"
         if name not in valid_names():
-            raise ValueError(f"unknown hyperparameter {where}; valid names: "
-                             f"{', '.join(valid_names())}")
+            raise ValueError(
+                f"unknown hyperparameter {where}; valid names: {', '.join(valid_names())}"
+            )
         entry = entry.to_dict() if hasattr(entry, "to_dict") else entry
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{where} must be a dict with low, high, scale or with choices, "
-                             f"got {entry!r}")
+            raise ValueError(
+                f"{where} must be a dict with low, high, scale or with choices, got {entry!r}"
+            )
         extra = set(entry) - {"low", "high", "scale", "choices"}
         if extra:
-            raise ValueError(f"{where} has unknown fields {sorted(extra)}; use low, high, "
-                             "scale ('log' or 'linear') or choices")
+            raise ValueError(
+                f"{where} has unknown fields {sorted(extra)}; use low, high, "
+                "scale ('log' or 'linear') or choices"
+            )
         if entry.get("choices") is not None:
             choices = tuple(entry["choices"])
             if not choices or len(set(choices)) != len(choices):
-                raise ValueError(f"{where}.choices={choices!r} must be a non-empty list of "
-                                 "distinct values")
+                raise ValueError(
+                    f"{where}.choices={choices!r} must be a non-empty list of distinct values"
+                )
             out[name] = Dim(scale="choice", choices=choices)
             continue
         if name == "optimizer":
-            raise ValueError(f"{where} needs choices (a list of names), e.g. "
-                             f"choices=('sgd', 'adam'); valid: {', '.join(train.optimizers())}")
+            raise ValueError(
+                f"{where} needs choices (a list of names), e.g. "
+                f"choices=('sgd', 'adam'); valid: {', '.join(train.optimizers())}"
+            )
         low, high, scale = entry.get("low"), entry.get("high"), entry.get("scale", "log")
         if low is None or high is None:
             raise ValueError(f"{where} needs both low and high (or choices)")
@@ -109,11 +124,15 @@ def space_from_config(space: Mapping[str, Any]) -> Space:
             raise ValueError(f"{where}.scale={scale!r} is not one of {', '.join(SCALES)}")
         low, high = float(low), float(high)
         if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
-            raise ValueError(f"{where}: low={low:g} must be finite and below high={high:g}; "
-                             f"swap or correct --config.{where}.low/high")
+            raise ValueError(
+                f"{where}: low={low:g} must be finite and below high={high:g}; "
+                f"swap or correct --config.{where}.low/high"
+            )
         if scale == "log" and low <= 0:
-            raise ValueError(f"{where}: a log scale needs low > 0, got low={low:g}; set "
-                             f"--config.{where}.low to a positive value or use scale='linear'")
+            raise ValueError(
+                f"{where}: a log scale needs low > 0, got low={low:g}; set "
+                f"--config.{where}.low to a positive value or use scale='linear'"
+            )
         out[name] = Dim(low, high, scale)
     return out
 
@@ -126,8 +145,9 @@ def check_space(space: Space, setup: train.Setup, stages: Sequence[tuple[int, in
         if name == "optimizer":
             bad = [v for v in values if v not in train.optimizers()]
             if bad:
-                raise ValueError(f"{where}: unknown optimizers {bad}; valid: "
-                                 f"{', '.join(train.optimizers())}")
+                raise ValueError(
+                    f"{where}: unknown optimizers {bad}; valid: {', '.join(train.optimizers())}"
+                )
         elif name in INTEGER:
             if any(float(v) < 1 or float(v) != int(v) for v in values):
                 raise ValueError(f"{where}: {name} takes positive integers, got {values}")
@@ -138,11 +158,15 @@ def check_space(space: Space, setup: train.Setup, stages: Sequence[tuple[int, in
                 except ValueError as e:
                     raise ValueError(f"{where}: {e}; narrow the range") from None
         if name in ("hidden", "dropout") and setup.model != "two_layer":
-            raise ValueError(f"{where}: the {setup.model} model has no {name}; remove it from "
-                             "the space or set --config.model.name=two_layer")
+            raise ValueError(
+                f"{where}: the {setup.model} model has no {name}; remove it from "
+                "the space or set --config.model.name=two_layer"
+            )
     if "num_epochs" in space and len(stages) > 1:
-        raise ValueError("search.space.num_epochs conflicts with search.stages (each stage "
-                         "sets its epochs); remove one of them")
+        raise ValueError(
+            "search.space.num_epochs conflicts with search.stages (each stage "
+            "sets its epochs); remove one of them"
+        )
 
 
 # ----------------------------------------------------------------------------- scales
@@ -157,7 +181,7 @@ def to_scale(dim: Dim, value) -> np.ndarray:
 def from_scale(dim: Dim, t) -> np.ndarray:
     """The inverse of :func:`to_scale`: ``10 ** t`` for ``log``, ``t`` for ``linear``."""
     t = np.asarray(t, np.float64)
-    return 10.0 ** t if dim.scale == "log" else t
+    return 10.0**t if dim.scale == "log" else t
 
 
 def _finish(name: str, dim: Dim, value: float):
@@ -182,8 +206,9 @@ def sample_random(space: Space, num: int, seed: int | Sequence[int]) -> list[dic
             if dim.scale == "choice":
                 row[name] = dim.choices[int(rng.integers(len(dim.choices)))]
             elif dim.scale == "log":
-                row[name] = _finish(name, dim, 10 ** rng.uniform(math.log10(dim.low),
-                                                                 math.log10(dim.high)))
+                row[name] = _finish(
+                    name, dim, 10 ** rng.uniform(math.log10(dim.low), math.log10(dim.high))
+                )
             else:
                 row[name] = _finish(name, dim, rng.uniform(dim.low, dim.high))
         rows.append(row)
@@ -223,8 +248,9 @@ def top_indices(scores: Sequence[float], fraction: float) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
-def narrow(space: Space, rows: Sequence[Mapping[str, Any]], scores: Sequence[float],
-           top_fraction: float) -> Space:
+def narrow(
+    space: Space, rows: Sequence[Mapping[str, Any]], scores: Sequence[float], top_fraction: float
+) -> Space:
     """The next stage's space: each range shrunk around the best ``top_fraction`` trials.
 
     On each dimension's scale the new range is the span [a, b] of the top trials' values,
@@ -251,8 +277,12 @@ def narrow(space: Space, rows: Sequence[Mapping[str, Any]], scores: Sequence[flo
     return out
 
 
-def border_warnings(space: Space, rows: Sequence[Mapping[str, Any]],
-                    scores: Sequence[float], setup: train.Setup | None = None) -> list[str]:
+def border_warnings(
+    space: Space,
+    rows: Sequence[Mapping[str, Any]],
+    scores: Sequence[float],
+    setup: train.Setup | None = None,
+) -> list[str]:
     """One message per numeric hyperparameter whose best values lie in the outer tenth of
     its range (on its scale), naming the side and suggesting a wider bound.
 
@@ -274,8 +304,10 @@ def border_warnings(space: Space, rows: Sequence[Mapping[str, Any]],
             continue
         side = "low" if u < EDGE else "high"
         suggest = _widened(name, dim, side, setup)
-        message = (f"{name}: the best trials lie at the {side} border of its range "
-                   f"[{dim.low:.3g}, {dim.high:.3g}] (outer tenth on a {dim.scale} scale); ")
+        message = (
+            f"{name}: the best trials lie at the {side} border of its range "
+            f"[{dim.low:.3g}, {dim.high:.3g}] (outer tenth on a {dim.scale} scale); "
+        )
         if suggest is not None:
             message += f"widen it, e.g. --config.search.space.{name}.{side}={suggest:.3g}"
         else:
@@ -317,20 +349,34 @@ def distributions(space: Space) -> dict[str, Any]:
             out[name] = optuna.distributions.CategoricalDistribution(dim.choices)
         elif name in INTEGER:
             out[name] = optuna.distributions.IntDistribution(
-                int(dim.low), int(dim.high), log=dim.scale == "log")
+                int(dim.low), int(dim.high), log=dim.scale == "log"
+            )
         else:
             out[name] = optuna.distributions.FloatDistribution(
-                dim.low, dim.high, log=dim.scale == "log")
+                dim.low, dim.high, log=dim.scale == "log"
+            )
     return out
 
 
 def space_to_json(space: Space) -> dict[str, dict]:
     """A space as plain JSON (the form ``search.space`` takes in a config)."""
-    return {n: ({"choices": list(d.choices)} if d.scale == "choice" else
-                {"low": d.low, "high": d.high, "scale": d.scale}) for n, d in space.items()}
+    return {
+        n: (
+            {"choices": list(d.choices)}
+            if d.scale == "choice"
+            else {"low": d.low, "high": d.high, "scale": d.scale}
+        )
+        for n, d in space.items()
+    }
 
 
 def space_from_json(obj: Mapping[str, Mapping]) -> Space:
     """The inverse of :func:`space_to_json`."""
-    return {n: (Dim(scale="choice", choices=tuple(e["choices"])) if "choices" in e else
-                Dim(e["low"], e["high"], e["scale"])) for n, e in obj.items()}
+    return {
+        n: (
+            Dim(scale="choice", choices=tuple(e["choices"]))
+            if "choices" in e
+            else Dim(e["low"], e["high"], e["scale"])
+        )
+        for n, e in obj.items()
+    }

@@ -38,30 +38,42 @@ SCHEDULES = ("constant", "exponential", "inverse_time", "step")  # see make_sche
 # Every scalar hyperparameter that may be traced (and so vmapped over), with its default.
 DEFAULT_HPARAMS = {
     "learning_rate": 1e-2,  # update rules
-    "reg": 0.0,             # L2 strength: loss += reg * sum(W**2)
-    "mu": 0.9,              # momentum, nesterov
-    "beta1": 0.9,           # adam
-    "beta2": 0.999,         # adam
-    "decay_rate": 0.99,     # rmsprop cache decay
-    "eps": 1e-8,            # adagrad, rmsprop, adam
-    "damping": 0.0,         # newton
-    "dropout": 0.0,         # two_layer: probability of dropping a hidden unit
-    "lr_decay": 0.5,        # step schedule: factor applied every `schedule_every` epochs
-    "lr_k": 0.1,            # exponential (lr0 e^{-k t}) and 1/t (lr0 / (1 + k t)) schedules, t in epochs
-    "ema_decay": 0.0,       # running average of the weights (used when Setup.ema)
+    "reg": 0.0,  # L2 strength: loss += reg * sum(W**2)
+    "mu": 0.9,  # momentum, nesterov
+    "beta1": 0.9,  # adam
+    "beta2": 0.999,  # adam
+    "decay_rate": 0.99,  # rmsprop cache decay
+    "eps": 1e-8,  # adagrad, rmsprop, adam
+    "damping": 0.0,  # newton
+    "dropout": 0.0,  # two_layer: probability of dropping a hidden unit
+    "lr_decay": 0.5,  # step schedule: factor applied every `schedule_every` epochs
+    "lr_k": 0.1,  # exponential (lr0 e^{-k t}) and 1/t (lr0 / (1 + k t)) schedules, t in epochs
+    "ema_decay": 0.0,  # running average of the weights (used when Setup.ema)
 }
 HPARAMS = tuple(DEFAULT_HPARAMS)
 
 # Where each hyperparameter, structural choice and the seed live in a training config.
 CONFIG_PATHS = {
-    "learning_rate": "optimizer.learning_rate", "mu": "optimizer.mu",
-    "beta1": "optimizer.beta1", "beta2": "optimizer.beta2",
-    "decay_rate": "optimizer.decay_rate", "eps": "optimizer.eps",
-    "damping": "optimizer.damping", "reg": "loss.reg", "dropout": "model.dropout",
-    "lr_decay": "schedule.decay", "lr_k": "schedule.k", "ema_decay": "train.ema_decay",
-    "hidden": "model.hidden", "num_epochs": "train.num_epochs",
-    "batch_size": "train.batch_size", "optimizer": "optimizer.name", "model": "model.name",
-    "loss": "loss.name", "schedule": "schedule.name", "seed": "seed",
+    "learning_rate": "optimizer.learning_rate",
+    "mu": "optimizer.mu",
+    "beta1": "optimizer.beta1",
+    "beta2": "optimizer.beta2",
+    "decay_rate": "optimizer.decay_rate",
+    "eps": "optimizer.eps",
+    "damping": "optimizer.damping",
+    "reg": "loss.reg",
+    "dropout": "model.dropout",
+    "lr_decay": "schedule.decay",
+    "lr_k": "schedule.k",
+    "ema_decay": "train.ema_decay",
+    "hidden": "model.hidden",
+    "num_epochs": "train.num_epochs",
+    "batch_size": "train.batch_size",
+    "optimizer": "optimizer.name",
+    "model": "model.name",
+    "loss": "loss.name",
+    "schedule": "schedule.name",
+    "seed": "seed",
 }
 
 
@@ -77,10 +89,10 @@ class Setup:
     margin: float = 1.0
     optimizer: str = "sgd"
     schedule: str = "constant"
-    schedule_every: int = 1   # epochs between step decays
+    schedule_every: int = 1  # epochs between step decays
     num_epochs: int = 10
     batch_size: int = 200
-    ema: bool = False         # keep a running average of the weights
+    ema: bool = False  # keep a running average of the weights
     train_eval_size: int = 1000  # training examples scored for the per-epoch train accuracy
 
 
@@ -115,8 +127,7 @@ class TrainState(NamedTuple):
 
 def _check_name(kind: str, name: str, valid) -> None:
     if name not in valid:
-        raise ValueError(
-            f"unknown {kind} {name!r}; valid {kind} names: {', '.join(sorted(valid))}")
+        raise ValueError(f"unknown {kind} {name!r}; valid {kind} names: {', '.join(sorted(valid))}")
 
 
 def optimizers() -> tuple[str, ...]:
@@ -126,17 +137,28 @@ def optimizers() -> tuple[str, ...]:
 
 # name: (low, high, low inclusive, high inclusive); None = unbounded.
 _RANGES = {
-    "learning_rate": (0.0, None, False, False), "reg": (0.0, None, True, False),
-    "mu": (0.0, 1.0, True, False), "beta1": (0.0, 1.0, True, False),
-    "beta2": (0.0, 1.0, True, False), "decay_rate": (0.0, 1.0, False, False),
-    "eps": (0.0, None, False, False), "damping": (0.0, None, True, False),
-    "dropout": (0.0, 1.0, True, False), "lr_decay": (0.0, 1.0, False, True),
-    "lr_k": (0.0, None, True, False), "ema_decay": (0.0, 1.0, True, False),
-    "margin": (0.0, None, False, False)}
+    "learning_rate": (0.0, None, False, False),
+    "reg": (0.0, None, True, False),
+    "mu": (0.0, 1.0, True, False),
+    "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False),
+    "decay_rate": (0.0, 1.0, False, False),
+    "eps": (0.0, None, False, False),
+    "damping": (0.0, None, True, False),
+    "dropout": (0.0, 1.0, True, False),
+    "lr_decay": (0.0, 1.0, False, True),
+    "lr_k": (0.0, None, True, False),
+    "ema_decay": (0.0, 1.0, True, False),
+    "margin": (0.0, None, False, False),
+}
 # Setup fields that must be >= 1, and where each is set in a config.
-_COUNTS = {"num_epochs": "train.num_epochs", "batch_size": "train.batch_size",
-           "hidden": "model.hidden", "schedule_every": "schedule.every",
-           "train_eval_size": "train.train_eval_size"}
+_COUNTS = {
+    "num_epochs": "train.num_epochs",
+    "batch_size": "train.batch_size",
+    "hidden": "model.hidden",
+    "schedule_every": "schedule.every",
+    "train_eval_size": "train.train_eval_size",
+}
 
 
 def _check_range(name: str, value: Any, flag: str) -> None:
@@ -148,10 +170,14 @@ def _check_range(name: str, value: Any, flag: str) -> None:
     if high is not None:
         bad |= (value > high) if high_in else (value >= high)
     if np.any(bad):
-        interval = ("[" if low_in else "(") + f"{low:g}, " + (
-            f"{high:g}" + ("]" if high_in else ")") if high is not None else "inf)")
-        raise ValueError(f"{name}={value} is out of range: set --config.{flag} to a value "
-                         f"in {interval}")
+        interval = (
+            ("[" if low_in else "(")
+            + f"{low:g}, "
+            + (f"{high:g}" + ("]" if high_in else ")") if high is not None else "inf)")
+        )
+        raise ValueError(
+            f"{name}={value} is out of range: set --config.{flag} to a value in {interval}"
+        )
 
 
 def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None) -> None:
@@ -174,20 +200,28 @@ def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None
     if num_train is not None and not full_batch and setup.batch_size > num_train:
         raise ValueError(
             f"batch_size {setup.batch_size} is larger than the {num_train} training examples; "
-            f"set --config.train.batch_size to at most {num_train}")
+            f"set --config.train.batch_size to at most {num_train}"
+        )
     if setup.optimizer == "newton" and num_params(setup) > 5000:
         size = num_params(setup)
         raise ValueError(
             f"newton forms the {size}x{size} Hessian, too large here; use optimizer lbfgs "
-            "(the practical second-order method) or a smaller model")
+            "(the practical second-order method) or a smaller model"
+        )
     for name, value in hparams.items():
         if not (full_batch and name == "learning_rate"):  # lbfgs searches its step; newton's is 1
             _check_range(name, value, CONFIG_PATHS[name])
     dropout = hparams.get("dropout", 0.0)
-    if (full_batch and setup.model == "two_layer" and not isinstance(dropout, jax.core.Tracer)
-            and np.any(np.asarray(dropout) > 0)):
-        raise ValueError(f"{setup.optimizer} takes full-batch steps without dropout; set "
-                         "--config.model.dropout=0 or use a minibatch optimizer")
+    if (
+        full_batch
+        and setup.model == "two_layer"
+        and not isinstance(dropout, jax.core.Tracer)
+        and np.any(np.asarray(dropout) > 0)
+    ):
+        raise ValueError(
+            f"{setup.optimizer} takes full-batch steps without dropout; set "
+            "--config.model.dropout=0 or use a minibatch optimizer"
+        )
 
 
 def num_params(setup: Setup) -> int:
@@ -209,8 +243,9 @@ def predict(params: Params, x: Array, setup: Setup) -> Array:
     return scores.two_layer(params, x)
 
 
-def objective(params: Params, x: Array, y: Array, hparams, setup: Setup,
-              key: PRNGKey | None = None) -> Array:
+def objective(
+    params: Params, x: Array, y: Array, hparams, setup: Setup, key: PRNGKey | None = None
+) -> Array:
     """Mean data loss + reg * sum(W**2); dropout when ``key`` is given (two_layer)."""
     if setup.model == "linear":
         s = scores.linear(params, x)
@@ -323,8 +358,15 @@ def evaluate(params: Params, x: Array, y: Array, setup: Setup) -> dict[str, Arra
     return {"loss": loss, "accuracy": losses.accuracy(s, y)}
 
 
-def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup,
-                order_key: PRNGKey | None = None, epoch: Array | None = None):
+def train_epoch(
+    state: TrainState,
+    hparams,
+    x: Array,
+    y: Array,
+    setup: Setup,
+    order_key: PRNGKey | None = None,
+    epoch: Array | None = None,
+):
     """One pass over (x, y): returns the new state, mean minibatch loss and update ratio.
 
     Args:
@@ -349,9 +391,11 @@ def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup,
         def apply(params, opt_state, batch, key):
             del batch, key
             value, grad = optax.value_and_grad_from_state(full_loss)(params, state=opt_state)
-            upd, opt_state = tx.update(grad, opt_state, params, value=value, grad=grad,
-                                       value_fn=full_loss)
+            upd, opt_state = tx.update(
+                grad, opt_state, params, value=value, grad=grad, value_fn=full_loss
+            )
             return value, optax.apply_updates(params, upd), opt_state
+
         batches = jnp.zeros((1, 0), jnp.int32)
     else:
         rule = make_rule(setup, hparams, schedule, full_loss)
@@ -366,6 +410,7 @@ def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup,
             value, grads = jax.value_and_grad(objective)(params, xb, yb, hparams, setup, key)
             params, opt_state = rule.apply(params, opt_state, grads)
             return value, params, opt_state
+
         if setup.optimizer in FULL_BATCH:
             batches = jnp.zeros((1, 0), jnp.int32)
         else:
@@ -380,39 +425,57 @@ def train_epoch(state: TrainState, hparams, x: Array, y: Array, setup: Setup,
         dkey = jax.random.fold_in(dropout_key, i) if use_dropout else None
         value, new_params, opt_state = apply(params, opt_state, batch, dkey)
         ratio = _global_norm(jax.tree.map(jnp.subtract, new_params, params)) / jnp.maximum(
-            _global_norm(params), 1e-30)
+            _global_norm(params), 1e-30
+        )
         if setup.ema:
             ema, ema_state = ema_tx.update(new_params, ema_state)
         return (new_params, opt_state, ema, ema_state), (value, ratio)
 
     carry = (state.params, state.opt_state, state.ema, state.ema_state)
     (params, opt_state, ema, ema_state), (values, ratios) = jax.lax.scan(
-        step, carry, (jnp.arange(batches.shape[0]), batches))
+        step, carry, (jnp.arange(batches.shape[0]), batches)
+    )
     if setup.optimizer in FULL_BATCH:
         lr = jnp.float32(jnp.nan)  # lbfgs searches its step, newton's is the full step
     else:
         lr = schedule((epoch + 1) * steps - 1)  # the rate of the epoch's last update
     new_state = TrainState(params, opt_state, ema, ema_state, state.key, state.epoch + 1)
-    return new_state, {"train_loss": jnp.mean(values), "update_ratio": jnp.mean(ratios),
-                       "learning_rate": lr}
+    return new_state, {
+        "train_loss": jnp.mean(values),
+        "update_ratio": jnp.mean(ratios),
+        "learning_rate": lr,
+    }
 
 
-def run_epoch(state: TrainState, hparams, dataset: Data, setup: Setup,
-              order_key: PRNGKey | None = None, epoch: Array | None = None):
+def run_epoch(
+    state: TrainState,
+    hparams,
+    dataset: Data,
+    setup: Setup,
+    order_key: PRNGKey | None = None,
+    epoch: Array | None = None,
+):
     """``train_epoch`` then the per-epoch accuracies; returns (state, metrics)."""
-    state, m = train_epoch(state, hparams, dataset.x_train, dataset.y_train, setup,
-                           order_key, epoch)
+    state, m = train_epoch(
+        state, hparams, dataset.x_train, dataset.y_train, setup, order_key, epoch
+    )
     # Every stride-th example, so a training set sorted by class is still sampled evenly.
     n = dataset.x_train.shape[0]
     stride, k = max(1, n // setup.train_eval_size), min(setup.train_eval_size, n)
-    m["train_accuracy"] = accuracy(state.params, dataset.x_train[::stride][:k],
-                                   dataset.y_train[::stride][:k], setup)
+    m["train_accuracy"] = accuracy(
+        state.params, dataset.x_train[::stride][:k], dataset.y_train[::stride][:k], setup
+    )
     m["val_accuracy"] = accuracy(state.params, dataset.x_val, dataset.y_val, setup)
     return state, m
 
 
-def fit(key: PRNGKey, hparams: dict[str, Any], dataset: Data, setup: Setup,
-        order_key: PRNGKey | None = None):
+def fit(
+    key: PRNGKey,
+    hparams: dict[str, Any],
+    dataset: Data,
+    setup: Setup,
+    order_key: PRNGKey | None = None,
+):
     """Trains one model from ``key`` for ``setup.num_epochs`` epochs: a pure function.
 
     ``jax.vmap(fit, in_axes=(0, 0, None, None))`` trains a batch of models (one per key and
@@ -436,8 +499,11 @@ def fit(key: PRNGKey, hparams: dict[str, Any], dataset: Data, setup: Setup,
     state = init_state(key, hparams, setup, dataset.x_train.shape[0])
     # The epoch index comes from the scan, not the (batched) state, so the minibatch
     # indices stay unbatched under vmap when order_key is shared.
-    return jax.lax.scan(lambda s, e: run_epoch(s, hparams, dataset, setup, order_key, e),
-                        state, jnp.arange(setup.num_epochs, dtype=jnp.int32))
+    return jax.lax.scan(
+        lambda s, e: run_epoch(s, hparams, dataset, setup, order_key, e),
+        state,
+        jnp.arange(setup.num_epochs, dtype=jnp.int32),
+    )
 
 
 def to_device(ds: data.Dataset) -> Data:
@@ -449,15 +515,26 @@ def to_device(ds: data.Dataset) -> Data:
 
 def to_checkpoint(state: TrainState) -> dict:
     """The pytree a training checkpoint holds (the key as raw key data)."""
-    return {"params": state.params, "opt_state": state.opt_state, "ema": state.ema,
-            "ema_state": state.ema_state, "key": jax.random.key_data(state.key),
-            "epoch": state.epoch}
+    return {
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "ema": state.ema,
+        "ema_state": state.ema_state,
+        "key": jax.random.key_data(state.key),
+        "epoch": state.epoch,
+    }
 
 
 def from_checkpoint(tree: dict) -> TrainState:
     """Inverse of ``to_checkpoint``."""
-    return TrainState(tree["params"], tree["opt_state"], tree["ema"], tree["ema_state"],
-                      jax.random.wrap_key_data(tree["key"]), tree["epoch"])
+    return TrainState(
+        tree["params"],
+        tree["opt_state"],
+        tree["ema"],
+        tree["ema_state"],
+        jax.random.wrap_key_data(tree["key"]),
+        tree["epoch"],
+    )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -491,8 +568,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start = 0
     if done:
         start = done[-1]
-        state = from_checkpoint(
-            checkpoints.restore(ckpt_dir, start, like=to_checkpoint(state)))
+        state = from_checkpoint(checkpoints.restore(ckpt_dir, start, like=to_checkpoint(state)))
         logging.info("resuming %s from the checkpoint of epoch %d", workdir, start)
     # Records past the last checkpoint are recomputed (identically) below.
     history = [r for r in metrics.read_jsonl(metrics_path) if r["epoch"] <= start]
@@ -503,8 +579,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = jax.tree.map(jnp.copy, state)
     if start < setup.num_epochs:  # compiled ahead, so epoch seconds exclude the compile
         t0 = time.perf_counter()
-        epoch_fn = jax.jit(functools.partial(run_epoch, setup=setup), donate_argnums=0).lower(
-            state, hp, device_data).compile()
+        epoch_fn = (
+            jax.jit(functools.partial(run_epoch, setup=setup), donate_argnums=0)
+            .lower(state, hp, device_data)
+            .compile()
+        )
         logging.info("compiled the epoch in %.2fs", time.perf_counter() - t0)
     with checkpoints.manager(ckpt_dir) as ckpt:
         for epoch in range(start + 1, setup.num_epochs + 1):
@@ -516,7 +595,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch}: train loss {m['train_loss']} with "
                     f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate "
-                    f"(the checkpoints up to epoch {epoch - 1} are kept)")
+                    f"(the checkpoints up to epoch {epoch - 1} are kept)"
+                )
             metrics.append_jsonl(metrics_path, record)
             metrics.log_progress(record, setup.num_epochs)
             history.append(record)
@@ -526,26 +606,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)
     plots.training_curves(history, os.path.join(workdir, "curves.png"))
     if setup.model == "linear":
-        plots.class_templates(np.asarray(state.params["W"]), dataset,
-                              os.path.join(workdir, "templates.png"))
-    logging.info("train acc %.4f  val acc %.4f  test acc %.4f  (%d epochs, %.1fs)",
-                 summary["train_accuracy"], summary["val_accuracy"],
-                 summary["test_accuracy"], summary["epochs"], summary["seconds"])
+        plots.class_templates(
+            np.asarray(state.params["W"]), dataset, os.path.join(workdir, "templates.png")
+        )
+    logging.info(
+        "train acc %.4f  val acc %.4f  test acc %.4f  (%d epochs, %.1fs)",
+        summary["train_accuracy"],
+        summary["val_accuracy"],
+        summary["test_accuracy"],
+        summary["epochs"],
+        summary["seconds"],
+    )
     return summary
 
 
 def _describe_run(setup: Setup, hparams: dict) -> str:
     used = {k: hparams[k] for k in ("learning_rate", "reg")}
-    return (f"model={setup.model}, loss={setup.loss}, optimizer={setup.optimizer}, "
-            + ", ".join(f"{k}={v:g}" for k, v in used.items()))
+    return f"model={setup.model}, loss={setup.loss}, optimizer={setup.optimizer}, " + ", ".join(
+        f"{k}={v:g}" for k, v in used.items()
+    )
 
 
-def _summarize(state: TrainState, dataset: data.Dataset, setup: Setup,
-               history: list[dict]) -> dict[str, Any]:
+def _summarize(
+    state: TrainState, dataset: data.Dataset, setup: Setup, history: list[dict]
+) -> dict[str, Any]:
     """Accuracies of the final params (and of the EMA), final loss, epoch seconds."""
     evaluate_fn = jax.jit(functools.partial(evaluate, setup=setup))
-    splits = {"train": (dataset.x_train, dataset.y_train), "val": (dataset.x_val, dataset.y_val),
-              "test": (dataset.x_test, dataset.y_test)}
+    splits = {
+        "train": (dataset.x_train, dataset.y_train),
+        "val": (dataset.x_val, dataset.y_val),
+        "test": (dataset.x_test, dataset.y_test),
+    }
 
     def accuracies(params, names):
         return {f"{n}_accuracy": float(evaluate_fn(params, *splits[n])["accuracy"]) for n in names}

@@ -56,12 +56,10 @@ def _svm_loss_naive(W, b, X, y, reg, margin=1.0):
 
 def _data(seed=0, n=N, d=D, k=K):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, d)).astype(np.float32),
-            rng.integers(0, k, n).astype(np.int32))
+    return (rng.standard_normal((n, d)).astype(np.float32), rng.integers(0, k, n).astype(np.int32))
 
 
 class NumpyLossTest(parameterized.TestCase):
-
     @parameterized.product(loss=("softmax", "hinge"), layout=numpy_trainer.LAYOUTS)
     def test_matches_naive_loops(self, loss, layout):
         x, y = _data(1, n=7, d=5, k=3)
@@ -83,18 +81,22 @@ class NumpyLossTest(parameterized.TestCase):
         w, b = rng.standard_normal((4, 3)), rng.standard_normal(3)
         _, dW, db = numpy_trainer.softmax_loss_vectorized(w, b, x, y, 0.05)
         h = 1e-6
-        for (i, j) in [(0, 0), (1, 2), (3, 1)]:
+        for i, j in [(0, 0), (1, 2), (3, 1)]:
             wp, wm = w.copy(), w.copy()
             wp[i, j] += h
             wm[i, j] -= h
-            fd = (numpy_trainer.softmax_loss_vectorized(wp, b, x, y, 0.05)[0]
-                  - numpy_trainer.softmax_loss_vectorized(wm, b, x, y, 0.05)[0]) / (2 * h)
+            fd = (
+                numpy_trainer.softmax_loss_vectorized(wp, b, x, y, 0.05)[0]
+                - numpy_trainer.softmax_loss_vectorized(wm, b, x, y, 0.05)[0]
+            ) / (2 * h)
             self.assertAlmostEqual(fd, dW[i, j], delta=1e-7)
         bp, bm = b.copy(), b.copy()
         bp[1] += h
         bm[1] -= h
-        fd = (numpy_trainer.softmax_loss_vectorized(w, bp, x, y, 0.05)[0]
-              - numpy_trainer.softmax_loss_vectorized(w, bm, x, y, 0.05)[0]) / (2 * h)
+        fd = (
+            numpy_trainer.softmax_loss_vectorized(w, bp, x, y, 0.05)[0]
+            - numpy_trainer.softmax_loss_vectorized(w, bm, x, y, 0.05)[0]
+        ) / (2 * h)
         self.assertAlmostEqual(fd, db[1], delta=1e-7)
 
     def test_momentum_step_by_hand(self):
@@ -105,7 +107,8 @@ class NumpyLossTest(parameterized.TestCase):
         loss = numpy_trainer.train_epoch(model, x, y, np.arange(4)[None], 0.5, 0.0, 0.9)
         self.assertAlmostEqual(loss, np.log(2.0), places=6)
         _, dW, db = numpy_trainer.softmax_loss_vectorized(
-            np.zeros((2, 3), np.float32), np.zeros(2, np.float32), x, y, 0.0, "KD")
+            np.zeros((2, 3), np.float32), np.zeros(2, np.float32), x, y, 0.0, "KD"
+        )
         np.testing.assert_allclose(model.W, -0.5 * dW, rtol=1e-6)
         np.testing.assert_allclose(model.vb, -0.5 * db, rtol=1e-6)
 
@@ -114,8 +117,9 @@ class NumpyLossTest(parameterized.TestCase):
             numpy_trainer.init(np.zeros((2, 3)), np.zeros(2), "XY")
         model = numpy_trainer.init(np.zeros((2, 3)), np.zeros(2))
         with self.assertRaisesRegex(ValueError, "unknown loss 'l1'"):
-            numpy_trainer.train_epoch(model, *_data(n=4, d=3, k=2), np.arange(4)[None],
-                                      0.1, 0.0, loss="l1")
+            numpy_trainer.train_epoch(
+                model, *_data(n=4, d=3, k=2), np.arange(4)[None], 0.1, 0.0, loss="l1"
+            )
 
 
 class SameComputationTest(parameterized.TestCase):
@@ -128,8 +132,9 @@ class SameComputationTest(parameterized.TestCase):
         hp = bench.hparams32(learning_rate=0.05, reg=1e-2, mu=0.9)
         epoch = _jitted_epoch(setup)
         state = train.init_state(jax.random.key(7), hp, setup, N)
-        model = numpy_trainer.init(np.asarray(state.params["W"]), np.asarray(state.params["b"]),
-                                   layout)
+        model = numpy_trainer.init(
+            np.asarray(state.params["W"]), np.asarray(state.params["b"]), layout
+        )
         batches = [bench.epoch_batches(state, N, setup, e) for e in range(2)]
         self.assertFalse(np.array_equal(batches[0], batches[1]))  # reshuffled every epoch
         for b in batches:
@@ -138,7 +143,10 @@ class SameComputationTest(parameterized.TestCase):
             self.assertAlmostEqual(float(m["train_loss"]), np_loss, delta=1e-5 * abs(np_loss))
         chex.assert_trees_all_close(
             {"W": numpy_trainer.weights_kd(model), "b": model.b},
-            jax.device_get(state.params), rtol=1e-5, atol=1e-6)
+            jax.device_get(state.params),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,37 +155,57 @@ def _jitted_epoch(setup):
 
 
 class HelpersTest(absltest.TestCase):
-
     def test_interleaved_warms_up_then_alternates(self):
         calls = []
-        times = bench.interleaved({"a": lambda: calls.append("a"),
-                                   "b": lambda: calls.append("b")}, 3)
+        times = bench.interleaved(
+            {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3
+        )
         self.assertEqual(calls, ["a", "b"] * 4)  # 1 warm-up round + 3 timed
         self.assertEqual({k: len(v) for k, v in times.items()}, {"a": 3, "b": 3})
 
     def test_medians_take_fastest_numpy_as_baseline(self):
-        got = bench._medians({"scorelab": [3.0, 1.0, 2.0], "numpy_dk": [5.0, 4.0, 6.0],
-                              "numpy_kd_1thread": [3.0, 3.5, 9.0]})
-        self.assertEqual(got, {"scorelab": 2.0, "numpy_dk": 5.0, "numpy_kd_1thread": 3.5,
-                               "numpy": 3.5})
+        got = bench._medians(
+            {
+                "scorelab": [3.0, 1.0, 2.0],
+                "numpy_dk": [5.0, 4.0, 6.0],
+                "numpy_kd_1thread": [3.0, 3.5, 9.0],
+            }
+        )
+        self.assertEqual(
+            got, {"scorelab": 2.0, "numpy_dk": 5.0, "numpy_kd_1thread": 3.5, "numpy": 3.5}
+        )
 
     def test_unknown_workload(self):
         with self.assertRaisesRegex(ValueError, "unknown workload 'fast'; valid: train, sweep"):
             bench.run("fast", 1)
 
 
-TINY = ["--num_train=400", "--num_features=32", "--num_classes=4", "--batch_size=50",
-        "--sweep_train=200", "--sweep_configs=3", "--sweep_epochs=2", "--num_val=50",
-        "--members=3", "--ensemble_n=100", "--repeats=1"]
+TINY = [
+    "--num_train=400",
+    "--num_features=32",
+    "--num_classes=4",
+    "--batch_size=50",
+    "--sweep_train=200",
+    "--sweep_configs=3",
+    "--sweep_epochs=2",
+    "--num_val=50",
+    "--members=3",
+    "--ensemble_n=100",
+    "--repeats=1",
+]
 
 
 class EndToEndTest(parameterized.TestCase):
-
     @parameterized.parameters("train", "sweep", "ensemble", "gradcheck")
     def test_json_line(self, workload):
         out = subprocess.run(
             [sys.executable, "-m", "experiments.bench", f"--workload={workload}", "--json", *TINY],
-            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         result = json.loads(out.stdout.strip().splitlines()[-1])
         self.assertEqual(result["workload"], workload)
@@ -191,9 +219,18 @@ class EndToEndTest(parameterized.TestCase):
             for name in ("numpy_dk", "numpy_kd"):
                 self.assertAlmostEqual(check[name], check["scorelab"], delta=1e-5)
                 self.assertLess(check[f"max_abs_dW_{name}"], 1e-5)
-            self.assertEqual(set(result["seconds"]),
-                             {"scorelab", "scorelab_run_epoch", "numpy", "numpy_dk", "numpy_kd",
-                              "numpy_dk_1thread", "numpy_kd_1thread"})
+            self.assertEqual(
+                set(result["seconds"]),
+                {
+                    "scorelab",
+                    "scorelab_run_epoch",
+                    "numpy",
+                    "numpy_dk",
+                    "numpy_kd",
+                    "numpy_dk_1thread",
+                    "numpy_kd_1thread",
+                },
+            )
         if workload == "ensemble":
             self.assertLess(result["max_abs_error"], 1e-5)
             self.assertIn("wide_matmul", result["seconds"])

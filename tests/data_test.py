@@ -14,6 +14,7 @@ from sklearn import datasets as sk_datasets
 from lib import data
 from tests.fixtures import CIFAR_NAMES, write_cifar, write_idx, write_mnist
 
+
 def _sorted_rows(x):
     x = np.asarray(x)
     return x[np.lexsort(x.T[::-1])]
@@ -29,7 +30,6 @@ class TmpDirTestCase(parameterized.TestCase):
 
 
 class NamesAndArgsTest(absltest.TestCase):
-
     def test_unknown_name_lists_valid_ones(self):
         with self.assertRaisesRegex(ValueError, "cifar10, mnist, spiral, npz"):
             data.load("imagenet")
@@ -50,7 +50,6 @@ class NamesAndArgsTest(absltest.TestCase):
 
 
 class CheckArraysTest(absltest.TestCase):
-
     def test_flattens_images_and_casts(self):
         x = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
         xf, yf = data.check_arrays(x, np.array([1, 0], np.int64), num_classes=2)
@@ -62,14 +61,16 @@ class CheckArraysTest(absltest.TestCase):
         x = np.zeros((3, 2))
         with self.assertRaisesRegex(ValueError, r"x_val has 3 rows but y_val has 2.*one label"):
             data.check_arrays(x, np.array([0, 1]), name="val")
-        with self.assertRaisesRegex(ValueError,
-                                    r"y_train has labels in \[0, 3\], expected \[0, 3\)"):
+        with self.assertRaisesRegex(
+            ValueError, r"y_train has labels in \[0, 3\], expected \[0, 3\)"
+        ):
             data.check_arrays(x, np.array([0, 3, 1]), num_classes=3)
         with self.assertRaisesRegex(ValueError, "labels in .-1"):
             data.check_arrays(x, np.array([0, -1, 1]))
         with self.assertRaisesRegex(ValueError, "x_test holds 1 NaN/inf"):
-            data.check_arrays(np.array([[0.0, np.nan], [1, 2], [3, 4]]), np.array([0, 1, 1]),
-                              name="test")
+            data.check_arrays(
+                np.array([[0.0, np.nan], [1, 2], [3, 4]]), np.array([0, 1, 1]), name="test"
+            )
         with self.assertRaisesRegex(TypeError, "y_train.*astype"):
             data.check_arrays(x, np.array([0.0, 1.0, 1.0]))
         with self.assertRaisesRegex(ValueError, "y_train has shape .3, 1.*1-D"):
@@ -89,7 +90,6 @@ class CheckArraysTest(absltest.TestCase):
 
 
 class DigitsTest(absltest.TestCase):
-
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -101,12 +101,18 @@ class DigitsTest(absltest.TestCase):
         ds = self.ds
         self.assertEqual((len(ds.y_train), len(ds.y_val), len(ds.y_test)), (1079, 359, 359))
         self.assertEqual((ds.num_features, ds.num_classes, ds.image_shape), (64, 10, (8, 8)))
-        self.assertEqual((ds.x_train.dtype, ds.y_train.dtype, ds.x_test.dtype, ds.y_val.dtype),
-                         (np.float32, np.int32, np.float32, np.int32))
+        self.assertEqual(
+            (ds.x_train.dtype, ds.y_train.dtype, ds.x_test.dtype, ds.y_val.dtype),
+            (np.float32, np.int32, np.float32, np.int32),
+        )
         self.assertIn("1079 train / 359 val / 359 test", ds.describe())
         # The three splits together are exactly the raw data set (rows with labels).
-        got = np.concatenate([np.concatenate([x, y[:, None]], 1) for x, y in (
-            (ds.x_train, ds.y_train), (ds.x_val, ds.y_val), (ds.x_test, ds.y_test))])
+        got = np.concatenate(
+            [
+                np.concatenate([x, y[:, None]], 1)
+                for x, y in ((ds.x_train, ds.y_train), (ds.x_val, ds.y_val), (ds.x_test, ds.y_test))
+            ]
+        )
         want = np.concatenate([self.raw_x, self.raw_y[:, None]], 1)
         np.testing.assert_array_equal(_sorted_rows(got), _sorted_rows(want))
         np.testing.assert_array_equal(ds.mean, np.zeros(64))
@@ -144,7 +150,6 @@ class DigitsTest(absltest.TestCase):
 
 
 class Cifar10Test(TmpDirTestCase):
-
     @parameterized.named_parameters(("bytes_keys", True), ("str_keys", False))
     def test_read_back(self, bytes_keys):
         folder = self.tmpdir()
@@ -168,7 +173,7 @@ class Cifar10Test(TmpDirTestCase):
         images = data.to_images(ds.x_test, ds.image_shape)
         for i, r, c, ch in [(0, 0, 0, 0), (1, 31, 0, 1), (2, 5, 17, 2), (2, 31, 31, 0)]:
             self.assertEqual(images[i, r, c, ch], xt_raw[i, 1024 * ch + 32 * r + c])
-        want = np.stack([xt_raw[:, 1024 * ch:1024 * (ch + 1)] for ch in range(3)], -1)
+        want = np.stack([xt_raw[:, 1024 * ch : 1024 * (ch + 1)] for ch in range(3)], -1)
         np.testing.assert_array_equal(ds.x_test, want.reshape(3, -1))
 
     def test_num_val_centring_and_parent_folder(self):
@@ -185,21 +190,26 @@ class Cifar10Test(TmpDirTestCase):
         missing = os.path.join(self.tmpdir(), "nope")
         with self.assertRaisesRegex(FileNotFoundError, "folder '.*nope' does not exist") as cm:
             data.load("cifar10", missing)
-        for part in ("data_batch_1", "test_batch", "batches.meta", "cs.toronto.edu/~kriz",
-                     "python version"):
+        for part in (
+            "data_batch_1",
+            "test_batch",
+            "batches.meta",
+            "cs.toronto.edu/~kriz",
+            "python version",
+        ):
             self.assertIn(part, str(cm.exception))
 
     def test_missing_one_batch(self):
         folder = self.tmpdir()
         write_cifar(folder, bytes_keys=False)
         os.remove(os.path.join(folder, "data_batch_4"))
-        with self.assertRaisesRegex(FileNotFoundError,
-                                    "lacks data_batch_4; expected a folder holding data_batch_1"):
+        with self.assertRaisesRegex(
+            FileNotFoundError, "lacks data_batch_4; expected a folder holding data_batch_1"
+        ):
             data.load("cifar10", folder)
 
 
 class MnistTest(TmpDirTestCase):
-
     @parameterized.named_parameters(("raw", False), ("gzipped", True))
     def test_read_back(self, gz):
         folder = self.tmpdir()
@@ -218,8 +228,9 @@ class MnistTest(TmpDirTestCase):
         np.testing.assert_array_equal(ds.y_test, raw["t10k"][1])
         ds = data.load("mnist", folder, num_val=4)
         self.assertEqual((len(ds.y_train), len(ds.y_val)), (8, 4))
-        chex.assert_trees_all_close(ds.mean, x[:8].reshape(8, -1).mean(0).astype(np.float32),
-                                    atol=1e-4)
+        chex.assert_trees_all_close(
+            ds.mean, x[:8].reshape(8, -1).mean(0).astype(np.float32), atol=1e-4
+        )
 
     def test_wrong_magic(self):
         folder = self.tmpdir()
@@ -256,7 +267,6 @@ class MnistTest(TmpDirTestCase):
 
 
 class SpiralTest(absltest.TestCase):
-
     def test_shapes_and_geometry(self):
         ds = data.load("spiral", seed=0, center=False)
         self.assertEqual((ds.num_features, ds.num_classes, ds.image_shape), (2, 3, (2,)))
@@ -266,7 +276,7 @@ class SpiralTest(absltest.TestCase):
             for j in range(3):
                 xj = x[y == j].astype(np.float64)
                 # x = r [sin t, cos t] with r = linspace(0, 1, 100): the radii are exact.
-                r = np.sqrt((xj ** 2).sum(1))
+                r = np.sqrt((xj**2).sum(1))
                 order = np.argsort(r)
                 np.testing.assert_allclose(r[order], np.linspace(0, 1, 100), atol=1e-6)
                 # t = linspace(4j, 4j + 4, 100) + 0.2 * randn: the angle residual has std ~0.2.
@@ -287,7 +297,6 @@ class SpiralTest(absltest.TestCase):
 
 
 class NpzTest(TmpDirTestCase):
-
     def _arrays(self, n=40, seed=0):
         rng = np.random.default_rng(seed)
         return rng.normal(size=(n, 3, 2)).astype(np.float32), np.arange(n) % 4
@@ -295,8 +304,16 @@ class NpzTest(TmpDirTestCase):
     def test_round_trip_with_all_splits(self):
         x, y = self._arrays()
         path = os.path.join(self.tmpdir(), "mine.npz")
-        np.savez(path, x_train=x, y_train=y, x_val=x[:5] + 1, y_val=y[:5],
-                 x_test=x[:7] - 1, y_test=y[:7], class_names=np.array(["a", "b", "c", "d"]))
+        np.savez(
+            path,
+            x_train=x,
+            y_train=y,
+            x_val=x[:5] + 1,
+            y_val=y[:5],
+            x_test=x[:7] - 1,
+            y_test=y[:7],
+            class_names=np.array(["a", "b", "c", "d"]),
+        )
         ds = data.load("npz", path, center=False)
         self.assertEqual((ds.class_names, ds.image_shape), (("a", "b", "c", "d"), (3, 2)))
         np.testing.assert_array_equal(ds.x_train, x.reshape(40, 6))
@@ -332,10 +349,12 @@ class NpzTest(TmpDirTestCase):
         np.savez(bad, x_train=x, y_train=y[:-1])
         with self.assertRaisesRegex(ValueError, "x_train has 40 rows but y_train has 39"):
             data.load("npz", bad)
-        np.savez(bad, x_train=x, y_train=y, x_test=x, y_test=y + 1,
-                 class_names=np.array(list("abcd")))
-        with self.assertRaisesRegex(ValueError,
-                                    r"y_test has labels in \[1, 4\], expected \[0, 4\)"):
+        np.savez(
+            bad, x_train=x, y_train=y, x_test=x, y_test=y + 1, class_names=np.array(list("abcd"))
+        )
+        with self.assertRaisesRegex(
+            ValueError, r"y_test has labels in \[1, 4\], expected \[0, 4\)"
+        ):
             data.load("npz", bad)
         x_nan = x.copy()
         x_nan[3, 1, 1] = np.nan

@@ -39,7 +39,6 @@ def _random_members(model, m, d, k, seed=0):
 
 
 class PredictTest(parameterized.TestCase):
-
     @parameterized.parameters("linear", "two_layer")
     def test_vmapped_proba_is_mean_of_members_one_at_a_time(self, model):
         member_params, stacked = _random_members(model, m=4, d=6, k=3)
@@ -53,17 +52,24 @@ class PredictTest(parameterized.TestCase):
     def test_linear_wide_product_equals_vmap(self):
         _, stacked = _random_members("linear", m=5, d=8, k=4)
         x = jax.random.normal(jax.random.key(1), (11, 8))
-        chex.assert_trees_all_close(ensemble.member_scores_linear_wide(stacked, x),
-                                    ensemble.member_scores(stacked, x, "linear"),
-                                    rtol=1e-5, atol=1e-5)
-        chex.assert_trees_all_close(ensemble.predict_proba_linear_wide(stacked, x),
-                                    ensemble.predict_proba(stacked, x, "linear"),
-                                    rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(
+            ensemble.member_scores_linear_wide(stacked, x),
+            ensemble.member_scores(stacked, x, "linear"),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+        chex.assert_trees_all_close(
+            ensemble.predict_proba_linear_wide(stacked, x),
+            ensemble.predict_proba(stacked, x, "linear"),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
     def test_combine_scores_and_vote(self):
         s = np.array([[[2.0, 0.0, 1.0]], [[0.0, 3.0, 0.0]], [[2.5, 0.0, 0.0]]])  # (3, 1, 3)
-        np.testing.assert_allclose(ensemble.combine(s, "scores"),
-                                   np_softmax(s.mean(axis=0)), rtol=1e-6)
+        np.testing.assert_allclose(
+            ensemble.combine(s, "scores"), np_softmax(s.mean(axis=0)), rtol=1e-6
+        )
         vote = np.asarray(ensemble.combine(s, "vote"))
         self.assertEqual(int(np.argmax(vote[0])), 0)  # two of three vote for class 0
         np.testing.assert_allclose(np.floor(3 * vote[0] + 1e-6), [2, 1, 0])
@@ -94,15 +100,20 @@ class PredictTest(parameterized.TestCase):
     def test_mixed_groups_and_chunks_match_members_one_at_a_time(self):
         lin, lin_stacked = _random_members("linear", m=2, d=6, k=3, seed=1)
         two, two_stacked = _random_members("two_layer", m=3, d=6, k=3, seed=2)
-        groups = [members.Group(train.Setup(6, 3), lin_stacked, ("l0", "l1")),
-                  members.Group(train.Setup(6, 3, model="two_layer", hidden=5), two_stacked,
-                                 ("t0", "t1", "t2"))]
+        groups = [
+            members.Group(train.Setup(6, 3), lin_stacked, ("l0", "l1")),
+            members.Group(
+                train.Setup(6, 3, model="two_layer", hidden=5), two_stacked, ("t0", "t1", "t2")
+            ),
+        ]
         x = np.asarray(jax.random.normal(jax.random.key(3), (10, 6)))
-        expected = np.stack([_np_scores(p, x, "linear") for p in lin] +
-                            [_np_scores(p, x, "two_layer") for p in two])
+        expected = np.stack(
+            [_np_scores(p, x, "linear") for p in lin] + [_np_scores(p, x, "two_layer") for p in two]
+        )
         for chunk in (4, 100):  # 4: three chunks, the last one padded
-            np.testing.assert_allclose(ensemble.stacked_scores(groups, x, chunk=chunk), expected,
-                                       rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                ensemble.stacked_scores(groups, x, chunk=chunk), expected, rtol=1e-4, atol=1e-4
+            )
 
     def test_bad_input(self):
         member_params, stacked = _random_members("linear", m=2, d=4, k=3)
@@ -115,8 +126,10 @@ class PredictTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "unknown combine 'max'.*proba"):
             ensemble.combine(jnp.ones((2, 3, 4)), "max")
         _, other = _random_members("linear", m=2, d=4, k=5)
-        groups = [members.Group(train.Setup(4, 3), stacked, ("a", "b")),
-                  members.Group(train.Setup(4, 5), other, ("c", "d"))]
+        groups = [
+            members.Group(train.Setup(4, 3), stacked, ("a", "b")),
+            members.Group(train.Setup(4, 5), other, ("c", "d")),
+        ]
         with self.assertRaisesRegex(ValueError, "incompatible class counts"):
             ensemble.stacked_scores(groups, np.ones((2, 4), np.float32))
         with self.assertRaisesRegex(ValueError, "x has 5 features.*give x with 4"):
@@ -128,7 +141,6 @@ class PredictTest(parameterized.TestCase):
 
 
 class EndToEndTest(absltest.TestCase):
-
     def test_run_ensemble_writes_the_workdir(self):
         with tempfile.TemporaryDirectory() as d:
             summary = ensemble.run_ensemble(shrunk_config(source="seeds"), d)
@@ -136,13 +148,15 @@ class EndToEndTest(absltest.TestCase):
                 self.assertTrue(os.path.exists(os.path.join(d, name)), name)
             self.assertLen(summary["members"], 2)
             for split in ("train", "val", "test"):
-                self.assertEqual(summary[f"{split}_accuracy"],
-                                 summary["ensemble"][f"{split}_accuracy"])
+                self.assertEqual(
+                    summary[f"{split}_accuracy"], summary["ensemble"][f"{split}_accuracy"]
+                )
             for split in ("val", "test"):
                 key = f"{split}_accuracy"
                 accs = [m[key] for m in summary["members"]]
-                self.assertAlmostEqual(summary["gain_over_mean"][key],
-                                       summary["ensemble"][key] - np.mean(accs))
+                self.assertAlmostEqual(
+                    summary["gain_over_mean"][key], summary["ensemble"][key] - np.mean(accs)
+                )
                 self.assertGreater(summary["ensemble"][key], 0.6)
             self.assertGreater(summary["seconds"], 0.0)
             with self.assertRaisesRegex(ValueError, "different config"):

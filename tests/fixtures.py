@@ -7,8 +7,18 @@ import struct
 
 import numpy as np
 
-CIFAR_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck")
+CIFAR_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 def write_cifar(folder, *, bytes_keys, per_batch=4, num_test=3, seed=0):
@@ -25,16 +35,32 @@ def write_cifar(folder, *, bytes_keys, per_batch=4, num_test=3, seed=0):
             d[0, :1024], d[0, 1024:2048], d[0, 2048:] = 200, 10, 50
             d[0, 1 * 32 + 2] = 7
         with open(os.path.join(folder, fname), "wb") as f:
-            pickle.dump({key("batch_label"): key(f"batch {i}"), key("labels"): labels,
-                         key("data"): d, key("filenames"): [key(f"{j}.png") for j in range(n)]},
-                        f, protocol=2)
+            pickle.dump(
+                {
+                    key("batch_label"): key(f"batch {i}"),
+                    key("labels"): labels,
+                    key("data"): d,
+                    key("filenames"): [key(f"{j}.png") for j in range(n)],
+                },
+                f,
+                protocol=2,
+            )
         batches.append((d, np.array(labels)))
     names = [key(n) for n in CIFAR_NAMES]
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
-        pickle.dump({key("num_cases_per_batch"): per_batch, key("label_names"): names,
-                     key("num_vis"): 3072}, f, protocol=2)
-    train = (np.concatenate([b[0] for b in batches[:5]]),
-             np.concatenate([b[1] for b in batches[:5]]))
+        pickle.dump(
+            {
+                key("num_cases_per_batch"): per_batch,
+                key("label_names"): names,
+                key("num_vis"): 3072,
+            },
+            f,
+            protocol=2,
+        )
+    train = (
+        np.concatenate([b[0] for b in batches[:5]]),
+        np.concatenate([b[1] for b in batches[:5]]),
+    )
     return train, batches[5]
 
 

@@ -54,27 +54,54 @@ def np_softmax(s):
 
 def _write_trials(path, rows):
     """A trials.csv in experiments.sweep's format (its exact header)."""
-    columns = ["stage", "trial", "slot", "status", "seed", "num_epochs", "learning_rate", "reg",
-               "train_accuracy", "val_accuracy", "seconds", "diverged_epoch",
-               "val_accuracy_per_epoch"]
+    columns = [
+        "stage",
+        "trial",
+        "slot",
+        "status",
+        "seed",
+        "num_epochs",
+        "learning_rate",
+        "reg",
+        "train_accuracy",
+        "val_accuracy",
+        "seconds",
+        "diverged_epoch",
+        "val_accuracy_per_epoch",
+    ]
     with open(os.path.join(path, "trials.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for i, (status, val, seed, lr, reg) in enumerate(rows):
-            writer.writerow([0, i, i, status, seed, EPOCHS, lr, reg, 0.9, val, 0.1,
-                             "" if status == "complete" else 1, f"0.5000 {val:.4f}"])
+            writer.writerow(
+                [
+                    0,
+                    i,
+                    i,
+                    status,
+                    seed,
+                    EPOCHS,
+                    lr,
+                    reg,
+                    0.9,
+                    val,
+                    0.1,
+                    "" if status == "complete" else 1,
+                    f"0.5000 {val:.4f}",
+                ]
+            )
 
 
 class SourcesTest(parameterized.TestCase):
-
     def test_seeds_differ_and_ema_matches_numpy_running_average(self):
         ds = shrunk_dataset()
         groups, raw = members.build_members(shrunk_config(source="ema"), ds)
         (group,) = groups
         self.assertEqual(group.names, ("ema seed 0/0", "ema seed 0/1"))
         chex.assert_shape(group.params["W"], (2, 10, 64))
-        self.assertGreater(float(jnp.max(jnp.abs(raw.params["W"][0] - raw.params["W"][1]))),
-                           1e-3)  # different initialisations give different members
+        self.assertGreater(
+            float(jnp.max(jnp.abs(raw.params["W"][0] - raw.params["W"][1]))), 1e-3
+        )  # different initialisations give different members
         # Hand computation: full-batch gradient descent on mean softmax CE + REG * |W|^2,
         # and the debiased running average e_t = d e_{t-1} + (1 - d) w_t, e_0 = 0, / (1 - d^t).
         x, y = np.asarray(ds.x_train, np.float64), np.asarray(ds.y_train)
@@ -89,48 +116,71 @@ class SourcesTest(parameterized.TestCase):
                 w, b = w - LR * (ds_.T @ x + 2 * REG * w), b - LR * ds_.sum(axis=0)
                 ew, eb = DECAY * ew + (1 - DECAY) * w, DECAY * eb + (1 - DECAY) * b
             np.testing.assert_allclose(raw.params["W"][m], w, rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(group.params["W"][m], ew / (1 - DECAY**EPOCHS),
-                                       rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(group.params["b"][m], eb / (1 - DECAY**EPOCHS),
-                                       rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                group.params["W"][m], ew / (1 - DECAY**EPOCHS), rtol=1e-4, atol=1e-5
+            )
+            np.testing.assert_allclose(
+                group.params["b"][m], eb / (1 - DECAY**EPOCHS), rtol=1e-4, atol=1e-5
+            )
         self.assertGreater(float(jnp.max(jnp.abs(group.params["W"] - raw.params["W"]))), 1e-3)
 
     def test_search_picks_top_complete_trials_and_retrains_them(self):
         with tempfile.TemporaryDirectory() as d:
-            _write_trials(d, [
-                ("complete", 0.80, 3, 0.1, 1e-3),
-                ("diverged", 0.99, 4, 50.0, 1e-3),  # best score, but diverged
-                ("complete", 0.90, 5, 0.3, 1e-4),
-                ("complete", 0.85, 6, 0.2, 0.0),
-                ("pruned", 0.95, 7, 0.2, 0.0)])
+            _write_trials(
+                d,
+                [
+                    ("complete", 0.80, 3, 0.1, 1e-3),
+                    ("diverged", 0.99, 4, 50.0, 1e-3),  # best score, but diverged
+                    ("complete", 0.90, 5, 0.3, 1e-4),
+                    ("complete", 0.85, 6, 0.2, 0.0),
+                    ("pruned", 0.95, 7, 0.2, 0.0),
+                ],
+            )
             trials = members.top_trials(d, 2)
             self.assertEqual([t["trial"] for t in trials], ["2 (stage 0)", "3 (stage 0)"])
-            self.assertEqual(trials[0]["fields"], {"seed": 5, "num_epochs": EPOCHS,
-                                                   "learning_rate": 0.3, "reg": 1e-4})
-            groups, raw = members.build_members(shrunk_config(source="search", search_dir=d),
-                                                shrunk_dataset())
+            self.assertEqual(
+                trials[0]["fields"],
+                {"seed": 5, "num_epochs": EPOCHS, "learning_rate": 0.3, "reg": 1e-4},
+            )
+            groups, raw = members.build_members(
+                shrunk_config(source="search", search_dir=d), shrunk_dataset()
+            )
             self.assertIsNone(raw)
             (group,) = groups
             self.assertEqual(group.names, ("trial 2 (stage 0)", "trial 3 (stage 0)"))
             # Each member is fit(key(seed), its hparams), here through the seeds program.
             data = train.to_device(shrunk_dataset())
             for m, (seed, lr, reg) in enumerate([(5, 0.3, 1e-4), (6, 0.2, 0.0)]):
-                hp = {**settings.hparams_from_config(shrunk_config()), "learning_rate": lr,
-                      "reg": reg}
+                hp = {
+                    **settings.hparams_from_config(shrunk_config()),
+                    "learning_rate": lr,
+                    "reg": reg,
+                }
                 keys = jnp.stack([jax.random.key(seed)] * 2)
                 state, _ = members._fit_seeds(keys, members._hp32(hp), data, group.setup)
-                chex.assert_trees_all_close(jax.tree.map(lambda a: a[m], group.params),
-                                            jax.tree.map(lambda a: a[0], state.params),
-                                            rtol=1e-5, atol=1e-6)
+                chex.assert_trees_all_close(
+                    jax.tree.map(lambda a: a[m], group.params),
+                    jax.tree.map(lambda a: a[0], state.params),
+                    rtol=1e-5,
+                    atol=1e-6,
+                )
 
     def test_search_groups_trials_by_structure(self):
         base = shrunk_config()
-        trials = [{"trial": str(i), "val_accuracy": 0.5, "seed": None,
-                   "fields": {"model": "two_layer", "hidden": h, "learning_rate": lr}}
-                  for i, (h, lr) in enumerate([(8, 0.1), (16, 0.2), (8, 0.3)])]
+        trials = [
+            {
+                "trial": str(i),
+                "val_accuracy": 0.5,
+                "seed": None,
+                "fields": {"model": "two_layer", "hidden": h, "learning_rate": lr},
+            }
+            for i, (h, lr) in enumerate([(8, 0.1), (16, 0.2), (8, 0.3)])
+        ]
         groups = members.group_trials(trials, base, 64, 10)
-        self.assertEqual([(s.hidden, [t["trial"] for t in ts]) for s, ts, _ in groups],
-                         [(8, ["0", "2"]), (16, ["1"])])
+        self.assertEqual(
+            [(s.hidden, [t["trial"] for t in ts]) for s, ts, _ in groups],
+            [(8, ["0", "2"]), (16, ["1"])],
+        )
         self.assertEqual([hp["learning_rate"] for hp in groups[0][2]], [0.1, 0.3])
         self.assertEqual(groups[0][1][0]["seed"], base.seed)  # no seed column: the config's
 
@@ -147,12 +197,14 @@ class SourcesTest(parameterized.TestCase):
             self.assertEqual(group.names, ("epoch 3", "epoch 4"))
             for m, epoch in enumerate((3, 4)):
                 saved = checkpoints.restore(os.path.join(train_dir, "checkpoints"), epoch)
-                chex.assert_trees_all_close(jax.tree.map(lambda a: a[m], group.params),
-                                            saved["params"])
+                chex.assert_trees_all_close(
+                    jax.tree.map(lambda a: a[m], group.params), saved["params"]
+                )
             result = ensemble.evaluate(groups, shrunk_dataset())
             self.assertAlmostEqual(result["members"][1]["val_accuracy"], summary["val_accuracy"])
-            spiral = settings.load_data(ml_collections.ConfigDict(
-                {"seed": 0, "dataset": {"name": "spiral", "scale": 1.0}}))  # 3 classes, 2-D
+            spiral = settings.load_data(
+                ml_collections.ConfigDict({"seed": 0, "dataset": {"name": "spiral", "scale": 1.0}})
+            )  # 3 classes, 2-D
             with self.assertRaisesRegex(ValueError, "trained on 'digits', not 'spiral'"):
                 members.from_checkpoints(config, spiral)
             config.ensemble.size = 5
@@ -176,8 +228,9 @@ class SourcesTest(parameterized.TestCase):
             with self.assertRaisesRegex(ValueError, "size 2 is larger than the 1 complete"):
                 members.top_trials(d, 2)
             with self.assertRaisesRegex(ValueError, "search_dir"):
-                members.build_members(shrunk_config(source="search", search_dir=""),
-                                      shrunk_dataset())
+                members.build_members(
+                    shrunk_config(source="search", search_dir=""), shrunk_dataset()
+                )
 
     def test_bad_config(self):
         ds = shrunk_dataset()
@@ -198,8 +251,11 @@ class SourcesTest(parameterized.TestCase):
             members.check_groups([])
         with self.assertRaisesRegex(ValueError, "the data have 10"):
             members.check_groups([group], num_classes=10)
-        with self.assertRaisesRegex(ValueError, r"holds params of shape \(2, 3, 4\), expected "
-                                                r"\(3, 3, ...\)"):
+        with self.assertRaisesRegex(
+            ValueError,
+            r"holds params of shape \(2, 3, 4\), expected "
+            r"\(3, 3, ...\)",
+        ):
             members.check_groups([group._replace(names=("a", "b", "c"))])
 
 

@@ -23,8 +23,15 @@ def _dataset():
 
 
 def _setup(ds, **kw):
-    return train.Setup(ds.num_features, ds.num_classes, optimizer="momentum", num_epochs=2,
-                       batch_size=100, train_eval_size=200, **kw)
+    return train.Setup(
+        ds.num_features,
+        ds.num_classes,
+        optimizer="momentum",
+        num_epochs=2,
+        batch_size=100,
+        train_eval_size=200,
+        **kw,
+    )
 
 
 def _sweep_config(**search):
@@ -47,8 +54,11 @@ class TrialBatchTest(absltest.TestCase):
         cls.ds = _dataset()
         cls.setup = _setup(cls.ds)
         cls.data = train.to_device(cls.ds)
-        cls.rows = [{"learning_rate": 0.05, "reg": 1e-3}, {"learning_rate": 0.2, "reg": 1e-4},
-                    {"learning_rate": 0.01, "reg": 1e-2, "mu": 0.5}]
+        cls.rows = [
+            {"learning_rate": 0.05, "reg": 1e-3},
+            {"learning_rate": 0.2, "reg": 1e-4},
+            {"learning_rate": 0.01, "reg": 1e-2, "mu": 0.5},
+        ]
         cls.seeds = [3, 4, 5]
         cls.batch = sharding.fit_trials(cls.seeds, cls.rows, cls.data, cls.setup, pad_to=4)
 
@@ -57,12 +67,18 @@ class TrialBatchTest(absltest.TestCase):
         chex.assert_shape(history["val_accuracy"], (3, 2))
         single = jax.jit(train.fit, static_argnums=3)
         for i, (seed, row) in enumerate(zip(self.seeds, self.rows)):
-            s, h = single(jax.random.key(seed), {k: np.float32(v) for k, v in row.items()},
-                          self.data, self.setup)
-            chex.assert_trees_all_close(sharding.trial_params(state, i), s.params,
-                                        rtol=2e-5, atol=2e-6)
-            chex.assert_trees_all_close({k: v[i] for k, v in history.items()}, h,
-                                        rtol=2e-5, atol=2e-6)
+            s, h = single(
+                jax.random.key(seed),
+                {k: np.float32(v) for k, v in row.items()},
+                self.data,
+                self.setup,
+            )
+            chex.assert_trees_all_close(
+                sharding.trial_params(state, i), s.params, rtol=2e-5, atol=2e-6
+            )
+            chex.assert_trees_all_close(
+                {k: v[i] for k, v in history.items()}, h, rtol=2e-5, atol=2e-6
+            )
         self.assertFalse(np.any(sharding.diverged(history)))
 
     def test_diverging_trial_is_marked_and_leaves_the_others_unchanged(self):
@@ -74,7 +90,10 @@ class TrialBatchTest(absltest.TestCase):
         chex.assert_tree_all_finite(jax.tree.map(lambda a: a[np.array(keep)], state.params))
         chex.assert_trees_all_close(
             jax.tree.map(lambda a: a[np.array(keep)], (state.params, history)),
-            (self.batch[0].params, self.batch[1]), rtol=1e-5, atol=1e-6)
+            (self.batch[0].params, self.batch[1]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 class RunSearchTest(absltest.TestCase):
@@ -98,7 +117,7 @@ class RunSearchTest(absltest.TestCase):
         self.assertLen(first, 4)
         summary = search.run_search(config, workdir)
         self.assertEqual(summary["interrupted_trials"], 4)  # batch 2, left RUNNING
-        self.assertEqual(summary["trials_run"], 4 + 4)      # batch 2 again, then stage 2
+        self.assertEqual(summary["trials_run"], 4 + 4)  # batch 2 again, then stage 2
         self.assertEqual(summary["num_trials"], 12)
         with open(os.path.join(workdir, "trials.csv")) as f:
             rows = [line.split(",") for line in f.read().splitlines()]
@@ -109,18 +128,29 @@ class RunSearchTest(absltest.TestCase):
         self.assertEqual(sorted(stage0), list(range(8)))
         for slot, r in {**first, **lost}.items():  # kept (batch 1) or re-run identically (2)
             self.assertEqual(int(stage0[slot][col["seed"]]), r["seed"])
-            self.assertAlmostEqual(float(stage0[slot][col["val_accuracy"]]), r["val_accuracy"],
-                                   places=5)
+            self.assertAlmostEqual(
+                float(stage0[slot][col["val_accuracy"]]), r["val_accuracy"], places=5
+            )
         for slot in first:  # batch 1 kept its Optuna trial numbers: it was not re-run
             self.assertEqual(int(stage0[slot][col["trial"]]), slot)
         # The learning-rate range lies below the optimum: a border warning, high side.
-        self.assertTrue(any("learning_rate" in w and "high border" in w
-                            for w in summary["border_warnings"]), summary["border_warnings"])
+        self.assertTrue(
+            any("learning_rate" in w and "high border" in w for w in summary["border_warnings"]),
+            summary["border_warnings"],
+        )
         self.assertEqual(len(summary["stages"]), 2)
-        self.assertLessEqual(summary["stages"][1]["space"]["reg"]["high"] /
-                             summary["stages"][1]["space"]["reg"]["low"], 1e-1 / 1e-6)
-        for name in ("summary.json", "config.json", "search.png", "best_hparams.json",
-                     "study.journal"):
+        self.assertLessEqual(
+            summary["stages"][1]["space"]["reg"]["high"]
+            / summary["stages"][1]["space"]["reg"]["low"],
+            1e-1 / 1e-6,
+        )
+        for name in (
+            "summary.json",
+            "config.json",
+            "search.png",
+            "best_hparams.json",
+            "study.journal",
+        ):
             self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
         # A third run does nothing new and reports the same best, read from best_params/.
         again = search.run_search(config, workdir)
@@ -146,6 +176,7 @@ class RunSearchTest(absltest.TestCase):
 
     def test_tpe_asks_a_whole_batch_and_tells_it_together(self):
         import optuna
+
         workdir = tempfile.mkdtemp()
         config = _sweep_config(sampler="tpe", stages="", num_trials=12)
         config.train.num_epochs = 1
@@ -171,7 +202,6 @@ class RunSearchTest(absltest.TestCase):
 
 
 class ShardingTest(absltest.TestCase):
-
     def test_padded_size(self):
         self.assertEqual([sharding.padded_size(n, 4) for n in (1, 4, 5, 8)], [4, 4, 8, 8])
 
@@ -188,34 +218,56 @@ class ShardingTest(absltest.TestCase):
             "state, hist = sharding.fit_trials(list(range(6)), rows,"
             " sharding.replicate(train.to_device(ds), mesh), setup, mesh)\n"
             "print(json.dumps({'devices': mesh.size, 'W': np.asarray(state.params['W']).tolist(),"
-            " 'val': np.asarray(hist['val_accuracy']).tolist()}))\n")
-        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-               "JAX_PLATFORMS": "cpu"}
-        out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, check=True,
-                             capture_output=True, text=True, timeout=120)
+            " 'val': np.asarray(hist['val_accuracy']).tolist()}))\n"
+        )
+        env = {
+            **os.environ,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            "JAX_PLATFORMS": "cpu",
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         sharded = json.loads(out.stdout.strip().splitlines()[-1])
         self.assertEqual(sharded["devices"], 4)
         ds = _dataset()
-        rows = [{"learning_rate": 0.01 * 2 ** i, "reg": 1e-4} for i in range(6)]
-        state, hist = sharding.fit_trials(list(range(6)), rows, train.to_device(ds), _setup(ds),
-                                          sharding.trial_mesh(jax.devices()[:1]), pad_to=8)
+        rows = [{"learning_rate": 0.01 * 2**i, "reg": 1e-4} for i in range(6)]
+        state, hist = sharding.fit_trials(
+            list(range(6)),
+            rows,
+            train.to_device(ds),
+            _setup(ds),
+            sharding.trial_mesh(jax.devices()[:1]),
+            pad_to=8,
+        )
         np.testing.assert_allclose(sharded["W"], state.params["W"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(sharded["val"], hist["val_accuracy"], atol=1e-6)
 
 
 class BadInputTest(parameterized.TestCase):
-
     @parameterized.named_parameters(
-        ("unknown_name", {"learnin_rate": {"low": 1e-3, "high": 1.0}},
-         "valid names: learning_rate"),
+        (
+            "unknown_name",
+            {"learnin_rate": {"low": 1e-3, "high": 1.0}},
+            "valid names: learning_rate",
+        ),
         ("low_above_high", {"learning_rate": {"low": 1.0, "high": 1e-3}}, "below high"),
         ("log_nonpositive", {"reg": {"low": 0.0, "high": 1e-2, "scale": "log"}}, "low > 0"),
         ("bad_scale", {"reg": {"low": 1e-3, "high": 1e-2, "scale": "ln"}}, "log, linear"),
         ("optimizer_range", {"optimizer": {"low": 0.0, "high": 1.0}}, "needs choices"),
         ("unknown_optimizer", {"optimizer": {"choices": ["sgd", "adamw"]}}, "unknown optimizers"),
         ("mu_out_of_range", {"mu": {"low": 0.5, "high": 1.5, "scale": "linear"}}, "mu"),
-        ("dropout_linear", {"dropout": {"low": 0.0, "high": 0.5, "scale": "linear"}},
-         "model.name=two_layer"),
+        (
+            "dropout_linear",
+            {"dropout": {"low": 0.0, "high": 0.5, "scale": "linear"}},
+            "model.name=two_layer",
+        ),
         ("missing_high", {"reg": {"low": 1e-3}}, "both low and high"),
     )
     def test_bad_space_is_rejected_and_the_workdir_untouched(self, space, message):
@@ -230,9 +282,11 @@ class BadInputTest(parameterized.TestCase):
         with open(os.path.join(workdir, "config.json")) as f:
             self.assertEqual(f.read(), "{}")
 
-    @parameterized.parameters(("sampler", "bayes", "valid: random, grid, tpe"),
-                              ("stages", "64-1", "TRIALSxEPOCHS"),
-                              ("top_fraction", 0.0, "top_fraction"))
+    @parameterized.parameters(
+        ("sampler", "bayes", "valid: random, grid, tpe"),
+        ("stages", "64-1", "TRIALSxEPOCHS"),
+        ("top_fraction", 0.0, "top_fraction"),
+    )
     def test_bad_search_fields(self, field, value, message):
         config = _sweep_config(**{field: value})
         with self.assertRaisesRegex(ValueError, message):

@@ -13,7 +13,6 @@ LOG_SPACE = {"learning_rate": space.Dim(1e-6, 10.0, "log"), "reg": space.Dim(1e-
 
 
 class SamplingTest(parameterized.TestCase):
-
     def test_log_uniform_range_and_distribution(self):
         rows = space.sample_random(LOG_SPACE, 4000, seed=7)
         lr = np.array([r["learning_rate"] for r in rows])
@@ -31,7 +30,7 @@ class SamplingTest(parameterized.TestCase):
     def test_random_row_is_the_notes_formula_and_independent_of_num(self):
         row = space.sample_random(LOG_SPACE, 3, seed=[5, 1])[2]
         rng = np.random.default_rng([5, 1, 2])
-        lr = 10 ** rng.uniform(-6, 1)      # names are drawn in sorted order: learning_rate, reg
+        lr = 10 ** rng.uniform(-6, 1)  # names are drawn in sorted order: learning_rate, reg
         reg = 10 ** rng.uniform(-5, -1)
         self.assertAlmostEqual(row["learning_rate"], lr, places=12)
         self.assertAlmostEqual(row["reg"], reg, places=12)
@@ -49,8 +48,10 @@ class SamplingTest(parameterized.TestCase):
         self.assertLen({r["learning_rate"] for r in rand}, 16)
 
     def test_choices_and_integers(self):
-        dims = {"optimizer": space.Dim(scale="choice", choices=("sgd", "adam")),
-                "hidden": space.Dim(10, 40, "linear")}
+        dims = {
+            "optimizer": space.Dim(scale="choice", choices=("sgd", "adam")),
+            "hidden": space.Dim(10, 40, "linear"),
+        }
         rows = space.sample_random(dims, 200, seed=0)
         self.assertEqual({r["optimizer"] for r in rows}, {"sgd", "adam"})
         self.assertTrue(all(isinstance(r["hidden"], int) and 10 <= r["hidden"] <= 40 for r in rows))
@@ -64,7 +65,7 @@ class SamplingTest(parameterized.TestCase):
     def test_top_indices_best_first_ties_in_order(self):
         scores = [0.1, 0.5, 0.3, 0.5, 0.2]
         np.testing.assert_array_equal(space.top_indices(scores, 0.4), [1, 3])  # ceil(0.4*5)=2
-        np.testing.assert_array_equal(space.top_indices(scores, 0.01), [1])    # at least one
+        np.testing.assert_array_equal(space.top_indices(scores, 0.01), [1])  # at least one
         np.testing.assert_array_equal(space.top_indices(scores, 1.0), [1, 3, 2, 4, 0])
 
 
@@ -72,8 +73,10 @@ class BorderAndNarrowTest(parameterized.TestCase):
     """A synthetic objective peaked at learning_rate = 1e-2, reg = 1e-3."""
 
     def _scores(self, rows):
-        return [1.0 - abs(math.log10(r["learning_rate"]) + 2) / 10
-                - abs(math.log10(r["reg"]) + 3) / 100 for r in rows]
+        return [
+            1.0 - abs(math.log10(r["learning_rate"]) + 2) / 10 - abs(math.log10(r["reg"]) + 3) / 100
+            for r in rows
+        ]
 
     @parameterized.parameters(((1e-6, 1e-4), "high"), ((1e0, 1e1), "low"))
     def test_border_warning_fires_when_the_optimum_is_outside(self, bounds, side):
@@ -102,9 +105,11 @@ class BorderAndNarrowTest(parameterized.TestCase):
         # 0.9 + 0.4, + 0.2, + 0.1 reach 1 or more; 0.9 + 0.05 = 0.95 is the first valid bound.
         ("dropout", (0.1, 0.9), "high", "dropout.high=0.95"),
         # hidden sizes: 10 - 90/2 is negative, clipped to the smallest size, 1.
-        ("hidden", (10, 100), "low", "hidden.low=1"))
-    def test_border_warning_below_a_hard_limit_suggests_a_valid_bound(self, name, bounds, side,
-                                                                      flag):
+        ("hidden", (10, 100), "low", "hidden.low=1"),
+    )
+    def test_border_warning_below_a_hard_limit_suggests_a_valid_bound(
+        self, name, bounds, side, flag
+    ):
         dims = {name: space.Dim(*bounds, "linear")}
         rows = [{name: v} for v in np.linspace(*bounds, 20)]
         sign = -1 if side == "low" else 1
@@ -152,12 +157,13 @@ class BorderAndNarrowTest(parameterized.TestCase):
 
 
 class ParseTest(parameterized.TestCase):
-
     @parameterized.parameters(
         ("64x1,16x5,4x20", [(64, 1), (16, 5), (4, 20)]),
         (" 8X2 , 4x3", [(8, 2), (4, 3)]),
         ([(8, 2), [4, 3]], [(8, 2), (4, 3)]),
-        ("", [(12, 7)]), (None, [(12, 7)]))
+        ("", [(12, 7)]),
+        (None, [(12, 7)]),
+    )
     def test_stages(self, stages, expected):
         self.assertEqual(space.stages_from_config(stages, num_trials=12, num_epochs=7), expected)
 
@@ -167,35 +173,61 @@ class ParseTest(parameterized.TestCase):
             space.stages_from_config(stages, num_trials=12, num_epochs=7)
 
     def test_space_from_config_and_json_round_trip(self):
-        dims = space.space_from_config({
-            "learning_rate": {"low": 1e-4, "high": 1, "scale": "log"},
-            "dropout": {"low": 0, "high": 0.5, "scale": "linear"},
-            "hidden": {"choices": [50, 100]}})
-        self.assertEqual(dims, {"learning_rate": space.Dim(1e-4, 1.0, "log"),
-                                "dropout": space.Dim(0.0, 0.5, "linear"),
-                                "hidden": space.Dim(scale="choice", choices=(50, 100))})
+        dims = space.space_from_config(
+            {
+                "learning_rate": {"low": 1e-4, "high": 1, "scale": "log"},
+                "dropout": {"low": 0, "high": 0.5, "scale": "linear"},
+                "hidden": {"choices": [50, 100]},
+            }
+        )
+        self.assertEqual(
+            dims,
+            {
+                "learning_rate": space.Dim(1e-4, 1.0, "log"),
+                "dropout": space.Dim(0.0, 0.5, "linear"),
+                "hidden": space.Dim(scale="choice", choices=(50, 100)),
+            },
+        )
         self.assertEqual(space.space_from_json(space.space_to_json(dims)), dims)
 
     @parameterized.named_parameters(
         ("empty", {}, "search.space is empty"),
-        ("unknown_name", {"learnin_rate": {"low": 1e-3, "high": 1.0}}, "valid names: learning_rate"),
+        (
+            "unknown_name",
+            {"learnin_rate": {"low": 1e-3, "high": 1.0}},
+            "valid names: learning_rate",
+        ),
         ("not_a_dict", {"reg": 1e-3}, "must be a dict"),
         ("unknown_field", {"reg": {"low": 1e-3, "high": 1.0, "step": 2}}, "unknown fields"),
         ("repeated_choice", {"hidden": {"choices": [10, 10]}}, "distinct"),
         ("low_above_high", {"learning_rate": {"low": 1.0, "high": 1e-3}}, "below high"),
-        ("log_nonpositive", {"reg": {"low": 0.0, "high": 1e-2, "scale": "log"}}, "low > 0"))
+        ("log_nonpositive", {"reg": {"low": 0.0, "high": 1e-2, "scale": "log"}}, "low > 0"),
+    )
     def test_bad_space(self, entries, message):
         with self.assertRaisesRegex(ValueError, message):
             space.space_from_config(entries)
 
     @parameterized.named_parameters(
         ("mu_range", {"mu": space.Dim(0.5, 1.5, "linear")}, "linear", "mu"),
-        ("fractional_hidden", {"hidden": space.Dim(10.5, 20, "linear")}, "two_layer",
-         "positive integers"),
-        ("hidden_in_linear", {"hidden": space.Dim(10, 20, "linear")}, "linear",
-         "model.name=two_layer"),
-        ("unknown_optimizer", {"optimizer": space.Dim(scale="choice", choices=("sgd", "x"))},
-         "linear", "unknown optimizers"))
+        (
+            "fractional_hidden",
+            {"hidden": space.Dim(10.5, 20, "linear")},
+            "two_layer",
+            "positive integers",
+        ),
+        (
+            "hidden_in_linear",
+            {"hidden": space.Dim(10, 20, "linear")},
+            "linear",
+            "model.name=two_layer",
+        ),
+        (
+            "unknown_optimizer",
+            {"optimizer": space.Dim(scale="choice", choices=("sgd", "x"))},
+            "linear",
+            "unknown optimizers",
+        ),
+    )
     def test_check_space(self, dims, model, message):
         setup = train.Setup(4, 3, model=model)
         with self.assertRaisesRegex(ValueError, message):
@@ -209,16 +241,23 @@ class ParseTest(parameterized.TestCase):
             space.check_space(dims, train.Setup(4, 3), [(8, 2), (4, 5)])
 
     def test_distributions(self):
-        dists = space.distributions({
-            "learning_rate": space.Dim(1e-4, 1.0, "log"), "dropout": space.Dim(0.0, 0.5, "linear"),
-            "hidden": space.Dim(16, 256, "log"),
-            "optimizer": space.Dim(scale="choice", choices=("sgd", "adam"))})
-        self.assertEqual(dists, {
-            "learning_rate": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
-            "dropout": optuna.distributions.FloatDistribution(0.0, 0.5),
-            "hidden": optuna.distributions.IntDistribution(16, 256, log=True),
-            "optimizer": optuna.distributions.CategoricalDistribution(("sgd", "adam"))})
-
+        dists = space.distributions(
+            {
+                "learning_rate": space.Dim(1e-4, 1.0, "log"),
+                "dropout": space.Dim(0.0, 0.5, "linear"),
+                "hidden": space.Dim(16, 256, "log"),
+                "optimizer": space.Dim(scale="choice", choices=("sgd", "adam")),
+            }
+        )
+        self.assertEqual(
+            dists,
+            {
+                "learning_rate": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
+                "dropout": optuna.distributions.FloatDistribution(0.0, 0.5),
+                "hidden": optuna.distributions.IntDistribution(16, 256, log=True),
+                "optimizer": optuna.distributions.CategoricalDistribution(("sgd", "adam")),
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,15 @@ from lib import checkpoints, data, metrics, settings, train
 from tests.fixtures import write_cifar, write_mnist
 
 WORKDIR_FILES = ("config.json", "metrics.jsonl", "summary.json", "curves.png")
-EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "val_accuracy", "learning_rate",
-              "update_ratio", "seconds"}
+EPOCH_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_accuracy",
+    "learning_rate",
+    "update_ratio",
+    "seconds",
+}
 
 
 def _config(name, **overrides):
@@ -46,7 +53,6 @@ def _without_seconds(records):
 
 
 class TmpTestCase(parameterized.TestCase):
-
     def tmpdir(self):
         path = tempfile.mkdtemp(prefix="train_test_")
         self.addCleanup(shutil.rmtree, path, ignore_errors=True)
@@ -60,7 +66,9 @@ class ConfigsTest(TmpTestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.data_root = tempfile.mkdtemp(prefix="train_test_data_")
-        write_cifar(os.path.join(cls.data_root, "cifar"), bytes_keys=True, per_batch=40, num_test=20)
+        write_cifar(
+            os.path.join(cls.data_root, "cifar"), bytes_keys=True, per_batch=40, num_test=20
+        )
         os.makedirs(os.path.join(cls.data_root, "mnist"))
         write_mnist(os.path.join(cls.data_root, "mnist"), gz=True, n_train=120, n_test=30)
 
@@ -70,18 +78,24 @@ class ConfigsTest(TmpTestCase):
         super().tearDownClass()
 
     @parameterized.parameters(
-        ("digits_softmax", {}), ("digits_svm", {}),
-        ("spiral_softmax", {}), ("spiral_two_layer", {"model.hidden": 16}),
+        ("digits_softmax", {}),
+        ("digits_svm", {}),
+        ("spiral_softmax", {}),
+        ("spiral_two_layer", {"model.hidden": 16}),
         ("cifar10_softmax", {"dataset.data_dir": "cifar", "train.batch_size": 20}),
         ("cifar10_svm", {"dataset.data_dir": "cifar", "train.batch_size": 20}),
-        ("cifar10_two_layer", {"dataset.data_dir": "cifar", "train.batch_size": 20,
-                               "model.hidden": 8}),
+        (
+            "cifar10_two_layer",
+            {"dataset.data_dir": "cifar", "train.batch_size": 20, "model.hidden": 8},
+        ),
         ("mnist_softmax", {"dataset.data_dir": "mnist", "train.batch_size": 20}),
     )
     def test_config_writes_the_workdir(self, name, overrides):
         if "dataset.data_dir" in overrides:
-            overrides = {**overrides,
-                         "dataset.data_dir": os.path.join(self.data_root, overrides["dataset.data_dir"])}
+            overrides = {
+                **overrides,
+                "dataset.data_dir": os.path.join(self.data_root, overrides["dataset.data_dir"]),
+            }
         config = _config(name, **overrides)
         workdir = self.tmpdir()
         summary = train.train_and_evaluate(config, workdir)
@@ -105,21 +119,27 @@ class EveryOptimizerTest(TmpTestCase):
 
     @parameterized.parameters(*train.optimizers())
     def test_trains_two_epochs(self, optimizer):
-        config = _config("digits_softmax", **{
-            "optimizer.name": optimizer, "dataset.num_train": 200, "train.batch_size": 50,
-            "train.ema_decay": 0.5})
+        config = _config(
+            "digits_softmax",
+            **{
+                "optimizer.name": optimizer,
+                "dataset.num_train": 200,
+                "train.batch_size": 50,
+                "train.ema_decay": 0.5,
+            },
+        )
         summary = train.train_and_evaluate(config, self.tmpdir())
         self.assertGreater(summary["val_accuracy"], 0.5)
         self.assertIn("val_accuracy", summary["ema"])
 
 
 class DefaultConfigTest(TmpTestCase):
-
     def test_digits_softmax_learns(self):
         """The default job (full epochs) beats 0.93 test accuracy, as the README says."""
         config = _config("digits_softmax")
-        config.train.num_epochs = importlib.import_module(
-            "configs.digits_softmax").get_config().train.num_epochs
+        config.train.num_epochs = (
+            importlib.import_module("configs.digits_softmax").get_config().train.num_epochs
+        )
         summary = train.train_and_evaluate(config, self.tmpdir())
         self.assertGreaterEqual(summary["test_accuracy"], 0.93)
 
@@ -132,20 +152,30 @@ class DefaultConfigTest(TmpTestCase):
             setup = settings.setup_from_config(config, ds.num_features, ds.num_classes)
             hparams = settings.hparams_from_config(config)
             state, _ = jax.jit(train.fit, static_argnums=3)(
-                jax.random.key(config.seed), hparams, train.to_device(ds), setup)
+                jax.random.key(config.seed), hparams, train.to_device(ds), setup
+            )
             results[name] = float(train.accuracy(state.params, ds.x_train, ds.y_train, setup))
         self.assertBetween(results["spiral_softmax"], 0.40, 0.60)
         self.assertGreaterEqual(results["spiral_two_layer"], 0.95)
 
 
 class ResumeTest(TmpTestCase):
-
     @parameterized.named_parameters(
         ("linear_momentum", "digits_softmax", {}),
-        ("two_layer_adam_dropout_step_ema", "digits_softmax", {
-            "model.name": "two_layer", "model.hidden": 16, "model.dropout": 0.3,
-            "optimizer.name": "adam", "optimizer.learning_rate": 1e-2, "schedule.name": "step",
-            "schedule.every": 1, "train.ema_decay": 0.9}),
+        (
+            "two_layer_adam_dropout_step_ema",
+            "digits_softmax",
+            {
+                "model.name": "two_layer",
+                "model.hidden": 16,
+                "model.dropout": 0.3,
+                "optimizer.name": "adam",
+                "optimizer.learning_rate": 1e-2,
+                "schedule.name": "step",
+                "schedule.every": 1,
+                "train.ema_decay": 0.9,
+            },
+        ),
         ("lbfgs", "digits_softmax", {"optimizer.name": "lbfgs"}),
     )
     def test_interrupted_run_resumes_to_the_same_result(self, name, overrides):
@@ -171,8 +201,11 @@ class ResumeTest(TmpTestCase):
         self.assertEqual([r["epoch"] for r in records], [1, 2, 3, 4])  # none repeated
         self.assertEqual(
             _without_seconds(records),
-            _without_seconds(metrics.read_jsonl(os.path.join(full, "metrics.jsonl"))))
-        restored = [checkpoints.restore(os.path.join(d, "checkpoints")) for d in (full, interrupted)]
+            _without_seconds(metrics.read_jsonl(os.path.join(full, "metrics.jsonl"))),
+        )
+        restored = [
+            checkpoints.restore(os.path.join(d, "checkpoints")) for d in (full, interrupted)
+        ]
         chex.assert_trees_all_equal(*restored)  # params, optimizer state, EMA, key, epoch
 
     def test_finished_run_only_reevaluates(self):
@@ -205,14 +238,15 @@ class ResumeTest(TmpTestCase):
 
 
 class DeterminismTest(TmpTestCase):
-
     def test_same_seed_same_metrics_bitwise(self):
         config = _config("spiral_two_layer", **{"model.hidden": 16, "model.dropout": 0.2})
         runs = []
         for _ in range(2):
             workdir = self.tmpdir()
             train.train_and_evaluate(config, workdir)
-            runs.append(_without_seconds(metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))))
+            runs.append(
+                _without_seconds(metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
+            )
         self.assertEqual(runs[0], runs[1])
 
     def test_other_seed_other_metrics(self):
@@ -221,7 +255,8 @@ class DeterminismTest(TmpTestCase):
         train.train_and_evaluate(_config("spiral_two_layer", **{"model.hidden": 16, "seed": 1}), b)
         self.assertNotEqual(
             _without_seconds(metrics.read_jsonl(os.path.join(a, "metrics.jsonl"))),
-            _without_seconds(metrics.read_jsonl(os.path.join(b, "metrics.jsonl"))))
+            _without_seconds(metrics.read_jsonl(os.path.join(b, "metrics.jsonl"))),
+        )
 
 
 class BadInputTest(TmpTestCase):
@@ -240,8 +275,12 @@ class BadInputTest(TmpTestCase):
         super().tearDownClass()
 
     @parameterized.named_parameters(
-        ("missing_data_dir", {"dataset.name": "cifar10", "dataset.data_dir": "/nonexistent/cifar"},
-         FileNotFoundError, r"data_batch_1"),
+        (
+            "missing_data_dir",
+            {"dataset.name": "cifar10", "dataset.data_dir": "/nonexistent/cifar"},
+            FileNotFoundError,
+            r"data_batch_1",
+        ),
         ("no_data_dir", {"dataset.name": "mnist"}, ValueError, r"data_dir"),
         ("dataset_name", {"dataset.name": "imagenet"}, ValueError, r"digits.*spiral|cifar10"),
         ("model_name", {"model.name": "resnet"}, ValueError, r"linear, two_layer"),
@@ -253,12 +292,20 @@ class BadInputTest(TmpTestCase):
         ("zero_learning_rate", {"optimizer.learning_rate": 0.0}, ValueError, r"learning_rate"),
         ("other_config", {"loss.name": "hinge"}, ValueError, r"different config.*loss.name"),
         ("zero_epochs", {"train.num_epochs": 0}, ValueError, r"--config.train.num_epochs"),
-        ("zero_train_eval_size", {"train.train_eval_size": 0}, ValueError,
-         r"--config.train.train_eval_size"),
+        (
+            "zero_train_eval_size",
+            {"train.train_eval_size": 0},
+            ValueError,
+            r"--config.train.train_eval_size",
+        ),
         ("negative_margin", {"loss.margin": -1.0}, ValueError, r"--config.loss.margin"),
         ("mu_one", {"optimizer.mu": 1.0}, ValueError, r"--config.optimizer.mu .*\[0, 1\)"),
-        ("full_batch_dropout", {"optimizer.name": "lbfgs", "model.name": "two_layer",
-                                "model.dropout": 0.5}, ValueError, r"--config.model.dropout=0"),
+        (
+            "full_batch_dropout",
+            {"optimizer.name": "lbfgs", "model.name": "two_layer", "model.dropout": 0.5},
+            ValueError,
+            r"--config.model.dropout=0",
+        ),
     )
     def test_error_leaves_workdir_untouched(self, overrides, error, pattern):
         with self.assertRaisesRegex(error, pattern):
@@ -274,7 +321,6 @@ class BadInputTest(TmpTestCase):
 
 
 class PermutationTest(parameterized.TestCase):
-
     @parameterized.parameters(1, 2, 7, 1000, 49000)
     def test_is_a_permutation(self, n):
         perm = np.asarray(train.permutation(jax.random.key(n), n))
@@ -284,8 +330,9 @@ class PermutationTest(parameterized.TestCase):
     def test_uniform(self):
         """Where each of 8 items lands, over 4000 keys: chi-square against uniform."""
         n, draws = 8, 4000
-        perms = np.asarray(jax.vmap(lambda k: train.permutation(k, n))(
-            jax.random.split(jax.random.key(0), draws)))
+        perms = np.asarray(
+            jax.vmap(lambda k: train.permutation(k, n))(jax.random.split(jax.random.key(0), draws))
+        )
         counts = np.stack([(perms == i).sum(0) for i in range(n)])  # item x position
         expected = draws / n
         chi2 = ((counts - expected) ** 2 / expected).sum()
@@ -311,11 +358,18 @@ class FitTest(parameterized.TestCase):
     )
     def test_every_optimizer_learns(self, optimizer):
         """From ln(10) at the tiny initial weights to under half of it, and > 0.8 accuracy."""
-        lr = {"sgd": 0.5, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.1, "rmsprop": 1e-2,
-              "adam": 1e-2}.get(optimizer, 1.0)
+        lr = {
+            "sgd": 0.5,
+            "momentum": 0.05,
+            "nesterov": 0.05,
+            "adagrad": 0.1,
+            "rmsprop": 1e-2,
+            "adam": 1e-2,
+        }.get(optimizer, 1.0)
         setup = train.Setup(**self.dims, optimizer=optimizer, num_epochs=8, batch_size=50)
         _, history = jax.jit(train.fit, static_argnums=3)(
-            jax.random.key(0), {"learning_rate": lr, "reg": 1e-3}, self.data, setup)
+            jax.random.key(0), {"learning_rate": lr, "reg": 1e-3}, self.data, setup
+        )
         loss = np.asarray(history["train_loss"])
         self.assertTrue(np.all(np.isfinite(loss)))
         self.assertLess(loss[-1], 0.5 * np.log(10))
@@ -323,44 +377,55 @@ class FitTest(parameterized.TestCase):
 
     @parameterized.parameters(
         ("constant", [0.1, 0.1, 0.1, 0.1]),
-        ("step", [0.1, 0.1, 0.05, 0.05]),   # halved every 2 epochs
+        ("step", [0.1, 0.1, 0.05, 0.05]),  # halved every 2 epochs
         ("exponential", list(0.1 * np.exp(-0.5 * (np.arange(1, 5) - 0.25)))),
         ("inverse_time", list(0.1 / (1 + 0.5 * (np.arange(1, 5) - 0.25)))),
     )
     def test_schedules_in_epochs(self, schedule, expected):
         """The logged rate is the one of each epoch's last update (4 updates per epoch)."""
-        setup = train.Setup(**self.dims, schedule=schedule, schedule_every=2, num_epochs=4,
-                            batch_size=50)
+        setup = train.Setup(
+            **self.dims, schedule=schedule, schedule_every=2, num_epochs=4, batch_size=50
+        )
         _, history = jax.jit(train.fit, static_argnums=3)(
-            jax.random.key(0), {"learning_rate": 0.1, "lr_decay": 0.5, "lr_k": 0.5},
-            self.data, setup)
+            jax.random.key(0),
+            {"learning_rate": 0.1, "lr_decay": 0.5, "lr_k": 0.5},
+            self.data,
+            setup,
+        )
         np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-5)
 
     def test_one_compiled_epoch_serves_every_learning_rate(self):
         setup = train.Setup(**self.dims, optimizer="momentum", num_epochs=1, batch_size=50)
+
         def run_epoch(state, hparams, dataset):
             return train.run_epoch(state, hparams, dataset, setup)
 
         epoch = jax.jit(chex.assert_max_traces(run_epoch, n=1))
         state = train.init_state(jax.random.key(0), train.DEFAULT_HPARAMS, setup, 200)
         for lr in (1e-3, 1e-2, 1e-1):
-            hp = {k: jnp.float32(v) for k, v in {**train.DEFAULT_HPARAMS, "learning_rate": lr}.items()}
+            hp = {
+                k: jnp.float32(v) for k, v in {**train.DEFAULT_HPARAMS, "learning_rate": lr}.items()
+            }
             epoch(state, hp, self.data)
         chex.clear_trace_counter()
 
     def test_vmapped_fit_equals_single_runs(self):
-        setup = train.Setup(**self.dims, model="two_layer", hidden=8, optimizer="adam",
-                            num_epochs=2, batch_size=50)
+        setup = train.Setup(
+            **self.dims, model="two_layer", hidden=8, optimizer="adam", num_epochs=2, batch_size=50
+        )
         lrs = jnp.array([1e-3, 3e-3, 1e-2])
         keys = jax.random.split(jax.random.key(1), 3)
         hp = {"learning_rate": lrs, "dropout": jnp.array([0.0, 0.3, 0.5])}
-        states, hist = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)),
-                               static_argnums=3)(keys, hp, self.data, setup)
+        states, hist = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_argnums=3)(
+            keys, hp, self.data, setup
+        )
         for i in range(3):
             state, h = jax.jit(train.fit, static_argnums=3)(
-                keys[i], {k: v[i] for k, v in hp.items()}, self.data, setup)
-            chex.assert_trees_all_close(state.params, jax.tree.map(lambda a: a[i], states.params),
-                                        rtol=1e-5, atol=1e-6)
+                keys[i], {k: v[i] for k, v in hp.items()}, self.data, setup
+            )
+            chex.assert_trees_all_close(
+                state.params, jax.tree.map(lambda a: a[i], states.params), rtol=1e-5, atol=1e-6
+            )
             np.testing.assert_allclose(h["val_accuracy"], hist["val_accuracy"][i])
 
     def test_validate_checks_traced_free_ranges(self):
