@@ -610,7 +610,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             np.asarray(state.params["W"]), dataset, os.path.join(workdir, "templates.png")
         )
     logging.info(
-        "train acc %.4f  val acc %.4f  test acc %.4f  (%d epochs, %.1fs)",
+        "train acc %.4f  val acc %.4f  test acc %.4f  (%d epochs, %.2fs)",
         summary["train_accuracy"],
         summary["val_accuracy"],
         summary["test_accuracy"],
