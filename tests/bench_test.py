@@ -223,7 +223,7 @@ class EndToEndTest(parameterized.TestCase):
                 set(result["seconds"]),
                 {
                     "scorelab",
-                    "scorelab_run_epoch",
+                    "scorelab_train_epoch",
                     "numpy",
                     "numpy_dk",
                     "numpy_kd",
