@@ -263,7 +263,7 @@ def steps_per_epoch(setup: Setup, num_train: int) -> int:
 
 
 def permutation(key: PRNGKey, n: int) -> Array:
-    """A uniformly random permutation of ``arange(n)`` (int32), by rounds of random sort keys.
+    """A random permutation of ``arange(n)`` (int32), by rounds of random sort keys.
 
     Each round sorts ``(random bits << b) | index`` as one uint32 (b = bits of n - 1) and
     keeps the low b bits: a shuffle by random sort keys, as ``jax.random.permutation`` does,
