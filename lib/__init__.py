@@ -1,5 +1,7 @@
 """scorelab: the classic image-classification pipeline as small pure JAX functions.
 
-Import the modules you need: ``from lib import scores, losses, backprop, gradcheck,
-updates, data, train, search, ensemble``.
+Import the modules you need, e.g. ``from lib import scores, losses, backprop, gradcheck,
+updates, data, train, search, ensemble``. The others: ``settings`` (config -> Setup,
+hparams, data), ``space`` and ``sharding`` (search spaces; trial batches over devices),
+``members`` (ensemble members), ``checkpoints``, ``metrics`` and ``plots`` (workdir files).
 """

@@ -36,7 +36,11 @@ SOURCES = ("seeds", "search", "checkpoints", "ema")
 
 _INT_FIELDS = ("hidden", "num_epochs", "batch_size", "seed")
 _STR_FIELDS = ("optimizer", "model", "loss", "schedule")
-_PREFIXES = ("hparams.", "hparams/", "hparams_", "hp.", "hp_", "params_", "param_")
+# trials.csv's columns besides the search space's (lib/search.py ``_write_csv``).
+_TRIAL_COLUMNS = tuple(
+    "stage trial slot status seed order_seed num_epochs train_accuracy val_accuracy seconds "
+    "diverged_epoch val_accuracy_per_epoch".split()
+)
 
 
 class Group(NamedTuple):
@@ -84,7 +88,7 @@ def check_groups(
 # ----------------------------------------------------------------------------- training
 
 # One compiled program per Setup, reused across calls: keys batched, hparams and data shared.
-# (Trials, whose hparams differ too, run through lib.sharding.fit_trials.)
+# (Sweep trials, whose hparams differ too, run through lib.sharding.fit_trials.)
 _fit_seeds = jax.jit(jax.vmap(train.fit, in_axes=(0, None, None, None)), static_argnums=3)
 
 
@@ -121,33 +125,7 @@ def train_seeds(
     return _fit_seeds(jax.random.split(key, size), _hp32(hparams), dataset, setup)
 
 
-def train_trials(
-    seeds: Sequence[int],
-    hparams: Sequence[dict[str, Any]],
-    dataset: train.Data,
-    setup: train.Setup,
-    order_seed: int | None = None,
-):
-    """Trains one model per (seed, hparams) row, as the sweep did: ``fit(jax.random.key(seed),
-    ..., order_key=jax.random.key(order_seed))`` (own minibatch order without ``order_seed``),
-    vmapped and sharded over the local devices.
-
-    Returns:
-      (TrainState, history) with a leading trial axis, on the host.
-    """
-    return sharding.fit_trials(
-        [int(s) for s in seeds], list(hparams), dataset, setup, order_seed=order_seed
-    )
-
-
 # ----------------------------------------------------------------------------- sweep trials
-
-
-def _field_name(column: str) -> str:
-    for prefix in _PREFIXES:
-        if column.startswith(prefix):
-            return column[len(prefix) :]
-    return column
 
 
 def _parse(name: str, value: str) -> Any:
@@ -160,14 +138,13 @@ def _parse(name: str, value: str) -> Any:
 def read_trials(search_dir: str) -> list[dict[str, Any]]:
     """The complete trials of a sweep workdir, best validation accuracy first.
 
-    Reads ``<search_dir>/trials.csv`` (as experiments.sweep writes it) and relies on the
-    columns ``status`` (``complete`` rows are kept) and ``val_accuracy``, and where present
-    ``seed`` (the trial's key is ``jax.random.key(seed)``), ``trial`` and ``stage`` (for the
-    name), and every column named as in ``train.CONFIG_PATHS`` (e.g. ``num_epochs``,
-    ``learning_rate``, ``reg``, ``hidden``, ``optimizer``; optionally prefixed
-    ``hparams.``/``params_``): the hyperparameters. Other columns are ignored. Each returned
-    dict has ``trial``, ``val_accuracy``, ``seed`` (or None) and ``fields`` (train.CONFIG_PATHS
-    name -> value).
+    Reads ``<search_dir>/trials.csv`` as ``lib.search`` writes it: the columns
+    ``_TRIAL_COLUMNS``, then one column per search-space name (a ``train.CONFIG_PATHS`` name:
+    ``learning_rate``, ``reg``, ``hidden``, ``optimizer``, ...). Rows whose ``status`` is
+    ``complete`` are kept (not ``diverged``). Each returned dict has ``trial`` (``"<trial>
+    (stage <stage>)"``), ``val_accuracy``, ``seed`` (the trial's key is
+    ``jax.random.key(seed)``), ``order_seed`` (its minibatch-order key) and ``fields``
+    (CONFIG_PATHS name -> value: the seed, the epochs and the space's hyperparameters).
     """
     if not search_dir:
         raise ValueError(
@@ -191,32 +168,26 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"{path} holds no trials; run the sweep first")
     columns = set(rows[0])
-    for needed in ("status", "val_accuracy"):
-        if needed not in columns:
-            raise ValueError(
-                f"{path} has no {needed!r} column (columns: {sorted(columns)}); "
-                "expected a trials.csv written by experiments.sweep"
-            )
+    missing = [c for c in _TRIAL_COLUMNS if c not in columns]
+    unknown = sorted(columns - set(_TRIAL_COLUMNS) - set(train.CONFIG_PATHS))
+    if missing or unknown:
+        raise ValueError(
+            f"{path} is not a trials.csv of experiments.sweep (missing columns {missing}, "
+            f"unknown columns {unknown}); point --config.ensemble.search_dir at a sweep workdir"
+        )
+    space = sorted(columns - set(_TRIAL_COLUMNS))
     trials = []
-    for i, row in enumerate(rows):
-        if row["status"].strip().lower() not in ("complete", "completed"):
+    for row in rows:
+        if row["status"] != "complete":
             continue
-        fields = {}
-        for column, value in row.items():
-            name = _field_name(column)
-            if name in train.CONFIG_PATHS and value not in (None, "", "nan", "None"):
-                fields[name] = _parse(name, value)
-        number = row.get("trial") or row.get("number") or str(i)
-        if row.get("stage") not in (None, ""):  # trial numbers may restart at every stage
-            number = f"{number} (stage {row['stage']})"
-        order_seed = row.get("order_seed")
+        fields = {name: _parse(name, row[name]) for name in ("seed", "num_epochs", *space)}
         trials.append(
             {
-                "trial": number,
+                "trial": f"{row['trial']} (stage {row['stage']})",  # numbers restart per stage
                 "val_accuracy": float(row["val_accuracy"]),
-                "seed": fields.get("seed"),
+                "seed": fields["seed"],
+                "order_seed": int(row["order_seed"]),
                 "fields": fields,
-                "order_seed": int(order_seed) if order_seed not in (None, "") else None,
             }
         )
     trials.sort(key=lambda t: -t["val_accuracy"])  # stable: ties keep file order
@@ -255,8 +226,8 @@ def group_trials(
         setup = settings.setup_from_config(config, num_features, num_classes)
         hp = settings.hparams_from_config(config)
         train.validate(setup, hp)
-        ts, hps = groups.setdefault((setup, t.get("order_seed")), ([], []))
-        ts.append({**t, "seed": int(config.seed)})
+        ts, hps = groups.setdefault((setup, t["order_seed"]), ([], []))
+        ts.append(t)
         hps.append(hp)
     return [(s, ts, hps) for (s, _), (ts, hps) in groups.items()]
 
@@ -339,8 +310,9 @@ def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> lis
     groups = []
     for setup, ts, hps in group_trials(trials, base, dataset.num_features, dataset.num_classes):
         train.validate(setup, {}, num_train=dataset.x_train.shape[0])
-        state, history = train_trials(
-            [t["seed"] for t in ts], hps, device_data, setup, order_seed=ts[0].get("order_seed")
+        # As the sweep trained them: fit(key(seed), hp, ..., order_key=key(order_seed)).
+        state, history = sharding.fit_trials(
+            [t["seed"] for t in ts], hps, device_data, setup, order_seed=ts[0]["order_seed"]
         )
         names = tuple(f"trial {t['trial']}" for t in ts)
         _check_finite(history, names, f"the hyperparameters of {search_dir}/trials.csv")
