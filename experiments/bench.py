@@ -4,7 +4,9 @@ r"""Side-by-side timings: scorelab against the course's numpy code, in one proce
 
 Every implementation of a workload is warmed up (compiled) first, then timed in interleaved
 rounds (A, B, C, A, B, C, ...) so that a noisy machine slows them alike; the figures are the
-medians over ``--repeats`` rounds. Compile time is measured apart (``lower().compile()``).
+medians over ``--repeats`` rounds. Compile time is measured apart: ``lower().compile()``, or
+where scorelab's entry is a host-level call (sweep: ``sharding.fit_trials``; ensemble:
+``ensemble.stacked_scores``) the time of its first call (compile + one run).
 With ``--json`` the last line printed is one JSON object: ``workload``, ``shapes``,
 ``device``, ``seconds`` (implementation -> median seconds; scorelab's own entry is
 ``scorelab``), ``compile_seconds`` and workload-specific checks.
@@ -31,7 +33,7 @@ import numpy as np
 import threadpoolctl
 
 from experiments import numpy_trainer
-from lib import train
+from lib import ensemble, members, sharding, train
 
 WORKLOADS = ("train", "sweep", "ensemble", "gradcheck")
 
@@ -219,9 +221,17 @@ def bench_train(repeats: int) -> dict[str, Any]:
 
 
 def bench_sweep(repeats: int) -> dict[str, Any]:
-    """``sweep_configs`` learning rates x regs, ``sweep_epochs`` epochs each: one vmapped
-    ``fit`` as lib.search runs it (one seed per configuration, one shared minibatch order)
-    vs a numpy loop; ``scorelab_own_order`` lets each configuration draw its own order."""
+    """``sweep_configs`` learning rates x regs, ``sweep_epochs`` epochs each: scorelab as
+    lib.search runs a batch of trials, ``sharding.fit_trials(seeds, rows, data, setup,
+    order_seed=...)`` (one seed per configuration, one shared minibatch order), vs a numpy
+    loop over the configurations.
+
+    The ``scorelab`` time is the whole call: stacking and padding the hparams to the device
+    count, placing them on the trial mesh, the vmapped ``fit`` and the copy of the final
+    states and histories to the host. ``scorelab_own_order`` is the same call without
+    ``order_seed`` (each configuration draws its own minibatch order). Compile time is the
+    first call's time (compile + one run), before the timed rounds.
+    """
     m, n, d, k = _SWEEP_CONFIGS.value, _SWEEP_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
     setup = train.Setup(
         d,
@@ -233,23 +243,26 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
     )
     x_np, y_np = random_data(n, d, k, _SEED.value)
     xv_np, yv_np = random_data(_NUM_VAL.value, d, k, _SEED.value + 1)
-    dataset = train.Data(*(jax.device_put(a) for a in (x_np, y_np, xv_np, yv_np)))
+    mesh = sharding.trial_mesh()
+    dataset = sharding.replicate(train.Data(x_np, y_np, xv_np, yv_np), mesh)
     rng = np.random.default_rng(_SEED.value)
     lrs = 10.0 ** rng.uniform(-4, -2, m)
     regs = 10.0 ** rng.uniform(-5, -2, m)
-    hp = {name: np.full(m, v, np.float32) for name, v in train.DEFAULT_HPARAMS.items()}
-    hp.update(
-        learning_rate=lrs.astype(np.float32),
-        reg=regs.astype(np.float32),
-        mu=np.full(m, _MU.value, np.float32),
-    )
-    keys = jax.vmap(jax.random.key)(jnp.arange(m, dtype=jnp.uint32) + _SEED.value)
+    rows = [
+        {"learning_rate": float(lr), "reg": float(reg), "mu": _MU.value}
+        for lr, reg in zip(lrs, regs)
+    ]
+    seeds = [_SEED.value + i for i in range(m)]
 
-    order_key = jax.random.key(_SEED.value)
-    own = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_argnums=3)
-    shared = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None, None)), static_argnums=3)
-    own_order, c_own = compile_timed(own, keys, hp, dataset, setup)
-    shared_order, c_shared = compile_timed(shared, keys, hp, dataset, setup, order_key)
+    def fit(order_seed):
+        return lambda: sharding.fit_trials(seeds, rows, dataset, setup, mesh, order_seed=order_seed)
+
+    scorelab, own_order = fit(_SEED.value), fit(None)
+    compile_seconds = {}
+    for name, fn in (("scorelab", scorelab), ("scorelab_own_order", own_order)):
+        t0 = time.perf_counter()
+        fn()  # fit_trials returns host arrays: the call has finished
+        compile_seconds[name] = time.perf_counter() - t0
     steps = train.steps_per_epoch(setup, n)
     w_init = np.asarray(train.init_params(jax.random.key(0), setup)["W"])
 
@@ -266,11 +279,7 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
                 best = max(best, numpy_trainer.accuracy(model, xv_np, yv_np))
         return best
 
-    fns = {
-        "scorelab": lambda: jax.block_until_ready(shared_order(keys, hp, dataset, order_key)),
-        "scorelab_own_order": lambda: jax.block_until_ready(own_order(keys, hp, dataset)),
-        **_numpy_variants(numpy_loop),
-    }
+    fns = {"scorelab": scorelab, "scorelab_own_order": own_order, **_numpy_variants(numpy_loop)}
     times = interleaved(fns, repeats)
     seconds = _medians(times)
     return {
@@ -282,19 +291,25 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
             "num_features": d,
             "num_classes": k,
             "batch_size": setup.batch_size,
+            "devices": mesh.size,
         },
         "seconds": seconds,
         "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
-        "compile_seconds": {"scorelab": c_shared, "scorelab_own_order": c_own},
+        "compile_seconds": compile_seconds,
         "numpy_over_scorelab": seconds["numpy"] / seconds["scorelab"],
     }
 
 
 def bench_ensemble(repeats: int) -> dict[str, Any]:
-    """Class scores (M, N, K) of ``members`` linear models: vmapped predict vs one wide
-    product vs a numpy loop over the members."""
-    from lib import ensemble  # noqa: PLC0415  (imported late: optional while being written)
+    """Class scores (M, N, K) of ``members`` linear models, five ways.
 
+    ``scorelab`` is what ``lib.ensemble.evaluate`` runs for a group of linear members:
+    ``ensemble.stacked_scores`` on the device-resident rows (one wide product
+    ``x @ [W_1; ...; W_M]^T`` through ``member_scores_linear_wide``, the scores copied back to
+    the host). ``scorelab_wide`` is the jitted product alone, ``scorelab_vmap`` the plain
+    ``jax.vmap`` of the score function (``member_scores``), ``wide_matmul`` the floor (one
+    (N, D) x (D, M*K) product and nothing else), and a numpy loop over the members.
+    """
     m, n, d, k = _MEMBERS.value, _ENSEMBLE_N.value, _NUM_FEATURES.value, _NUM_CLASSES.value
     x_np, _ = random_data(n, d, k, _SEED.value)
     rng = np.random.default_rng(_SEED.value + 1)
@@ -303,17 +318,21 @@ def bench_ensemble(repeats: int) -> dict[str, Any]:
         "b": 1e-3 * rng.standard_normal((m, k), dtype=np.float32),
     }
     x, params = jax.device_put(x_np), jax.device_put(params_np)
+    group = members.Group(train.Setup(d, k), params, tuple(f"member {i}" for i in range(m)))
 
     def wide_matmul(p, x):  # the floor: one (N, D) x (D, M*K) product, nothing else
         return x @ p["W"].reshape(m * k, d).T + p["b"].reshape(m * k)
 
+    t0 = time.perf_counter()
+    got = ensemble.stacked_scores([group], x)  # compiles its program: the first call
+    c_scorelab = time.perf_counter() - t0
     vmapped, c_vmap = compile_timed(
         jax.jit(functools.partial(ensemble.member_scores, model="linear")), params, x
     )
     wide, c_wide = compile_timed(jax.jit(ensemble.member_scores_linear_wide), params, x)
     floor, c_floor = compile_timed(jax.jit(wide_matmul), params, x)
-    got = np.asarray(vmapped(params, x))
     want = np.einsum("nd,mkd->mnk", x_np, params_np["W"]) + params_np["b"][:, None, :]
+    error = max(float(np.max(np.abs(a - want))) for a in (got, np.asarray(vmapped(params, x))))
 
     w_dk = [np.ascontiguousarray(w.T) for w in params_np["W"]]  # the course's (D, K)
 
@@ -323,8 +342,9 @@ def bench_ensemble(repeats: int) -> dict[str, Any]:
         return [x_np.dot(w.T) + b for w, b in zip(params_np["W"], params_np["b"])]
 
     fns = {
-        "scorelab": lambda: jax.block_until_ready(vmapped(params, x)),
+        "scorelab": lambda: ensemble.stacked_scores([group], x),  # returns host arrays
         "scorelab_wide": lambda: jax.block_until_ready(wide(params, x)),
+        "scorelab_vmap": lambda: jax.block_until_ready(vmapped(params, x)),
         "wide_matmul": lambda: jax.block_until_ready(floor(params, x)),
         **_numpy_variants(numpy_loop),
     }
@@ -334,8 +354,13 @@ def bench_ensemble(repeats: int) -> dict[str, Any]:
         "shapes": {"members": m, "num_examples": n, "num_features": d, "num_classes": k},
         "seconds": seconds,
         "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
-        "compile_seconds": {"scorelab": c_vmap, "scorelab_wide": c_wide, "wide_matmul": c_floor},
-        "max_abs_error": float(np.max(np.abs(got - want))),
+        "compile_seconds": {
+            "scorelab": c_scorelab,
+            "scorelab_wide": c_wide,
+            "scorelab_vmap": c_vmap,
+            "wide_matmul": c_floor,
+        },
+        "max_abs_error": error,
         "scorelab_over_wide_matmul": seconds["scorelab"] / seconds["wide_matmul"],
     }
 

@@ -127,25 +127,43 @@ def _accuracies(scores: Array, y: Array) -> Array:
     return jnp.mean(jnp.argmax(scores, axis=-1) == y, axis=-1)
 
 
-def stacked_scores(groups: Sequence[members.Group], x: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """Every member's scores on ``x`` (M, N, K), groups concatenated, in fixed-size chunks."""
+# Rows per call for vmapped (two-layer) groups: bounds the (M, rows, H) hidden activations.
+_MAX_ELEMENTS = 1 << 26
+
+
+def stacked_scores(
+    groups: Sequence[members.Group], x: Array, chunk: int | None = None
+) -> np.ndarray:
+    """Every member's scores on ``x`` (M, N, K), groups concatenated, on the host.
+
+    Linear groups take one wide product each (``member_scores_linear_wide``) over all of
+    ``x``; other groups a vmap (``member_scores``) over chunks of rows small enough that
+    their hidden activations stay under ~256 MB. ``chunk`` forces a chunk size. Chunks are
+    of equal size (the last one zero-padded), so they share one compile. Put ``x`` on the
+    device first (``jax.device_put``) when scoring it more than once.
+    """
     if getattr(x, "ndim", None) != 2 or not x.shape[0]:
         raise ValueError(
             f"x must be (N, D) with N >= 1, got shape {getattr(x, 'shape', x)}; "
             "flatten images with x.reshape(len(x), -1)"
         )
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be a positive number of rows, got {chunk}")
     members.check_groups(groups, num_features=x.shape[1])
     n = x.shape[0]
-    size = min(chunk, n)
     out = []
     for g in groups:
-        fn = _wide_jit if g.setup.model == "linear" else _vmap_jit
-        args = () if g.setup.model == "linear" else (g.setup.model,)
+        linear = g.setup.model == "linear"
+        fn = _wide_jit if linear else _vmap_jit
+        args = () if linear else (g.setup.model,)
+        rows = chunk or (n if linear else max(1, _MAX_ELEMENTS // (len(g.names) * g.setup.hidden)))
+        size = -(-n // -(-n // rows))  # ceil(n / number of chunks)
         parts = []
         for start in range(0, n, size):
             xb = x[start : start + size]
             pad = size - xb.shape[0]  # pad the last chunk so every chunk shares one compile
-            xb = np.pad(xb, ((0, pad), (0, 0))) if pad else xb
+            if pad:  # a device-resident x stays on the device
+                xb = (jnp.pad if isinstance(xb, jax.Array) else np.pad)(xb, ((0, pad), (0, 0)))
             parts.append(np.asarray(fn(g.params, xb, *args))[:, : size - pad])
         out.append(np.concatenate(parts, axis=1))
     return np.concatenate(out, axis=0)
@@ -165,7 +183,7 @@ def evaluate(groups: Sequence[members.Group], dataset: data.Dataset, how: str = 
     ensemble = {}
     for split in ("train", "val", "test"):
         x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
-        s = jnp.asarray(stacked_scores(groups, x))
+        s = jnp.asarray(stacked_scores(groups, jax.device_put(x)))
         for row, a in zip(rows, np.asarray(_accuracies(s, y))):
             row[f"{split}_accuracy"] = float(a)
         pred = jnp.argmax(combine(s, how), axis=-1)

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import digits_ensemble
-from lib import checkpoints, ensemble, members, settings, train
+from configs import digits_ensemble, digits_sweep
+from lib import checkpoints, ensemble, members, search, settings, train
 
 LR, REG, DECAY, EPOCHS, NUM_TRAIN = 0.5, 1e-3, 0.9, 3, 100
 
@@ -52,14 +52,19 @@ def np_softmax(s):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+ORDER_SEED, SEARCH_BATCH = 11, 25  # 4 minibatches per epoch: the order matters
+
+
 def _write_trials(path, rows):
-    """A trials.csv in experiments.sweep's format (its exact header)."""
+    """A trials.csv as lib/search.py ``_write_csv`` writes it (its exact header, for a space
+    of learning_rate and reg)."""
     columns = [
         "stage",
         "trial",
         "slot",
         "status",
         "seed",
+        "order_seed",
         "num_epochs",
         "learning_rate",
         "reg",
@@ -80,6 +85,7 @@ def _write_trials(path, rows):
                     i,
                     status,
                     seed,
+                    ORDER_SEED,
                     EPOCHS,
                     lr,
                     reg,
@@ -133,7 +139,6 @@ class SourcesTest(parameterized.TestCase):
                     ("diverged", 0.99, 4, 50.0, 1e-3),  # best score, but diverged
                     ("complete", 0.90, 5, 0.3, 1e-4),
                     ("complete", 0.85, 6, 0.2, 0.0),
-                    ("pruned", 0.95, 7, 0.2, 0.0),
                 ],
             )
             trials = members.top_trials(d, 2)
@@ -142,28 +147,54 @@ class SourcesTest(parameterized.TestCase):
                 trials[0]["fields"],
                 {"seed": 5, "num_epochs": EPOCHS, "learning_rate": 0.3, "reg": 1e-4},
             )
-            groups, raw = members.build_members(
-                shrunk_config(source="search", search_dir=d), shrunk_dataset()
-            )
+            self.assertEqual([t["order_seed"] for t in trials], [ORDER_SEED, ORDER_SEED])
+            config = shrunk_config(source="search", search_dir=d)
+            config.train.batch_size = SEARCH_BATCH
+            groups, raw = members.build_members(config, shrunk_dataset())
             self.assertIsNone(raw)
             (group,) = groups
             self.assertEqual(group.names, ("trial 2 (stage 0)", "trial 3 (stage 0)"))
-            # Each member is fit(key(seed), its hparams), here through the seeds program.
+            self.assertEqual(group.setup.batch_size, SEARCH_BATCH)
+            # Each member is fit(key(seed), its hparams, order_key=key(order_seed)), as the
+            # sweep trained it; another minibatch order gives other weights.
             data = train.to_device(shrunk_dataset())
+            fit = jax.jit(train.fit, static_argnums=3)
+            hp = members._hp32(settings.hparams_from_config(config))
             for m, (seed, lr, reg) in enumerate([(5, 0.3, 1e-4), (6, 0.2, 0.0)]):
-                hp = {
-                    **settings.hparams_from_config(shrunk_config()),
-                    "learning_rate": lr,
-                    "reg": reg,
-                }
-                keys = jnp.stack([jax.random.key(seed)] * 2)
-                state, _ = members._fit_seeds(keys, members._hp32(hp), data, group.setup)
-                chex.assert_trees_all_close(
-                    jax.tree.map(lambda a: a[m], group.params),
-                    jax.tree.map(lambda a: a[0], state.params),
-                    rtol=1e-5,
-                    atol=1e-6,
+                hp_m = {**hp, "learning_rate": jnp.float32(lr), "reg": jnp.float32(reg)}
+                want, _ = fit(
+                    jax.random.key(seed), hp_m, data, group.setup, jax.random.key(ORDER_SEED)
                 )
+                got = jax.tree.map(lambda a: a[m], group.params)
+                chex.assert_trees_all_close(got, want.params, rtol=1e-5, atol=1e-6)
+                other, _ = fit(
+                    jax.random.key(seed), hp_m, data, group.setup, jax.random.key(ORDER_SEED + 1)
+                )
+                self.assertGreater(float(jnp.max(jnp.abs(got["W"] - other.params["W"]))), 1e-4)
+
+    def test_search_end_to_end_from_a_real_sweep(self):
+        with tempfile.TemporaryDirectory() as d:
+            sweep = digits_sweep.get_config()
+            sweep.dataset.num_train = NUM_TRAIN
+            sweep.train.batch_size = SEARCH_BATCH
+            sweep.search.stages = "8x2"
+            sweep.search.trials_per_batch = 8
+            search.run_search(sweep, d)
+            with open(os.path.join(d, "trials.csv"), newline="") as f:
+                rows = {
+                    f"trial {r['trial']} (stage {r['stage']})": float(r["val_accuracy"])
+                    for r in csv.DictReader(f)
+                    if r["status"] == "complete"
+                }
+            config = shrunk_config(source="search", search_dir=d, size=3)
+            dataset = settings.load_data(members.data_config(config))
+            groups, _ = members.build_members(config, dataset)
+            result = ensemble.evaluate(groups, dataset)
+            got = {r["name"]: r["val_accuracy"] for r in result["members"]}
+            self.assertLen(got, 3)
+            self.assertEqual(sorted(got.values()), sorted(rows.values())[-3:])  # the top 3
+            for name, acc in got.items():
+                self.assertAlmostEqual(acc, rows[name], delta=1e-6)
 
     def test_search_groups_trials_by_structure(self):
         base = shrunk_config()
@@ -171,8 +202,9 @@ class SourcesTest(parameterized.TestCase):
             {
                 "trial": str(i),
                 "val_accuracy": 0.5,
-                "seed": None,
-                "fields": {"model": "two_layer", "hidden": h, "learning_rate": lr},
+                "seed": 40 + i,
+                "order_seed": 0,
+                "fields": {"model": "two_layer", "hidden": h, "learning_rate": lr, "seed": 40 + i},
             }
             for i, (h, lr) in enumerate([(8, 0.1), (16, 0.2), (8, 0.3)])
         ]
@@ -182,7 +214,7 @@ class SourcesTest(parameterized.TestCase):
             [(8, ["0", "2"]), (16, ["1"])],
         )
         self.assertEqual([hp["learning_rate"] for hp in groups[0][2]], [0.1, 0.3])
-        self.assertEqual(groups[0][1][0]["seed"], base.seed)  # no seed column: the config's
+        self.assertEqual([t["seed"] for t in groups[0][1]], [40, 42])
 
     def test_checkpoints_are_the_last_epochs(self):
         with tempfile.TemporaryDirectory() as d:
@@ -224,6 +256,14 @@ class SourcesTest(parameterized.TestCase):
                 f.write("trial,status,val_accuracy\n")
             with self.assertRaisesRegex(ValueError, "holds no trials"):
                 members.top_trials(d, 2)
+            with open(os.path.join(d, "trials.csv"), "w") as f:
+                f.write("trial,status,val_accuracy,params_lr\n0,complete,0.5,0.1\n")
+            with self.assertRaisesRegex(
+                ValueError, r"not a trials.csv of experiments.sweep \(missing columns \['stage'"
+            ):
+                members.top_trials(d, 1)
+            with self.assertRaisesRegex(ValueError, r"unknown columns \['params_lr'\]"):
+                members.top_trials(d, 1)
             _write_trials(d, [("complete", 0.8, 1, 0.1, 0.0), ("diverged", 0.9, 2, 9.0, 0.0)])
             with self.assertRaisesRegex(ValueError, "size 2 is larger than the 1 complete"):
                 members.top_trials(d, 2)
