@@ -3,27 +3,26 @@ the hidden size (structural: one vmapped batch per size).
 
   python -m experiments.sweep --config=configs/cifar10_two_layer_sweep.py \
       --workdir=runs/cifar10_two_layer_sweep --config.dataset.data_dir=/path/to/cifar-10-batches-py
+
+Built on configs/cifar10_two_layer.py (Adam, step decay). TPE asks each stage in batches of
+``trials_per_batch`` and tells each batch before asking the next; after the first
+``tpe_startup`` random trials, every batch is modelled on the ones before it. Smaller batches
+model more often but fill the device less.
 """
 
-from configs import common
+from configs import cifar10_two_layer
 from configs.digits_sweep import search_block
 
 
 def get_config():
-    c = common.base_config()
-    c.dataset.name = "cifar10"
-    c.dataset.scale = 1.0 / 255.0
-    c.model.name = "two_layer"
+    c = cifar10_two_layer.get_config()
     c.model.hidden = 100
-    c.loss.name = "softmax"
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.train.batch_size = 200
     c.train.num_epochs = 10
     c.search = search_block(
         sampler="tpe",
         stages="64x1,16x5,4x15",
-        trials_per_batch=32,
+        trials_per_batch=8,
+        tpe_startup=16,
         space={
             "learning_rate": {"low": 1e-5, "high": 1e-2, "scale": "log"},
             "reg": {"low": 1e-6, "high": 1e-1, "scale": "log"},

@@ -55,9 +55,17 @@ def class_templates(weights: np.ndarray, dataset: data.Dataset, path: str) -> No
 def search_trials(trials: Sequence[Mapping[str, Any]], space: Mapping[str, Any], path: str) -> None:
     """The notes' picture: train and val accuracy of every finished trial over
     (learning rate, reg) on log axes, coloured by accuracy. Without both names in the
-    space: val accuracy against each numeric hyperparameter instead."""
+    space: val accuracy against each numeric hyperparameter instead. Without any complete
+    trial: a figure saying so."""
     ok = [t for t in trials if t["status"] == "complete"]
     numeric = [n for n in sorted(space) if space[n].scale != "choice"]
+    if not ok:  # nothing to place on (log) axes: every trial diverged
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no complete trial ({len(trials)} diverged)", ha="center")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return
     if (
         "learning_rate" in space
         and "reg" in space

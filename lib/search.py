@@ -5,10 +5,13 @@ vmapped, sharded ``train.fit`` (``lib.sharding``). Each trial has its own seed (
 initialisation and dropout) but every trial of a study draws its minibatches in the same
 order, from ``search.seed``: trials differ only in what the search varies (common random
 numbers), and each minibatch is gathered once for the whole batch, whose products become one
-wide matrix product. The trials live in an Optuna study in the workdir, so rerunning the same
-command resumes it. Stage s + 1 samples inside the range the
-best trials of stage s narrowed (coarse to fine). Outputs: trials.csv, summary.json,
-search.png, best_hparams.json and the best trial's params (orbax).
+wide matrix product. The trials live in an Optuna study in the workdir (``lib.study``:
+storage, resume checks, recovery, sharing one study between processes), so rerunning the
+same command resumes it. Stage s + 1 samples inside the range the best complete trials of
+stage s narrowed (coarse to fine). A stage is asked, trained and told batch by batch
+(``search.trials_per_batch``), so TPE models each batch on those told before it. The best
+trial is the best complete one of the last stage that has any. Outputs: trials.csv,
+summary.json, search.png, best_hparams.json and the best trial's params (orbax).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import shutil
 import socket
 import time
 import uuid
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from absl import logging
 import jax
@@ -29,7 +32,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from lib import checkpoints, metrics, plots, settings, sharding, train
+from lib import checkpoints, metrics, plots, settings, sharding, study as studies, train
 from lib.space import (
     Space,
     border_warnings,
@@ -46,7 +49,12 @@ from lib.space import (
 )
 
 SAMPLERS = ("random", "grid", "tpe")
-_RESUMABLE_CHANGES = ("search.stages", "search.num_trials", "search.trials_per_batch")
+_RESUMABLE_CHANGES = (
+    "search.stages",
+    "search.num_trials",
+    "search.trials_per_batch",
+    "search.tpe_startup",
+)
 
 
 def _check_config(config: Any, workdir: str) -> dict:
@@ -58,11 +66,12 @@ def _check_config(config: Any, workdir: str) -> dict:
         ("trials_per_batch", int(s.trials_per_batch) >= 1),
         ("num_trials", int(s.num_trials) >= 1),
         ("top_fraction", 0 < float(s.top_fraction) <= 1),
+        ("tpe_startup", int(s.get("tpe_startup", 10)) >= 1),
     ):
         if not ok:
             raise ValueError(
                 f"search.{name}={s[name]!r} is out of range: trials_per_batch and "
-                "num_trials must be >= 1, top_fraction in (0, 1]"
+                "num_trials and tpe_startup must be >= 1, top_fraction in (0, 1]"
             )
     space = space_from_config(s.space)
     stages = stages_from_config(s.get("stages"), int(s.num_trials), int(config.train.num_epochs))
@@ -81,55 +90,6 @@ def _check_config(config: Any, workdir: str) -> dict:
         hparams=hparams,
         config_dict=config_dict,
     )
-
-
-def open_storage(storage: str | None, workdir: str):
-    """An RDB URL as given, or (default) a journal file ``<workdir>/study.journal``."""
-    if storage:
-        return storage
-    backend = optuna.storages.journal.JournalFileBackend(os.path.join(workdir, "study.journal"))
-    return optuna.storages.JournalStorage(backend)
-
-
-def _check_stages(storage, study_name: str, stages: Sequence[tuple[int, int]]) -> None:
-    """Refuses to resume a study whose stored stages ran a different number of epochs."""
-    names = {st.study_name: st.user_attrs for st in optuna.get_all_study_summaries(storage)}
-    for stage, (_, num_epochs) in enumerate(stages):
-        old = names.get(f"{study_name}.stage{stage}", {}).get("num_epochs", num_epochs)
-        if old != num_epochs:
-            raise ValueError(
-                f"stage {stage} of this study ran {old} epochs, search.stages now asks "
-                f"{num_epochs}; keep the finished stages as they were (only append stages or "
-                "add trials) or choose a new --workdir"
-            )
-
-
-def _owner_alive(owner: str, me: str) -> bool:
-    """Whether the process that left a trial RUNNING may still be working on it."""
-    host, pid, token = (owner.split(":") + ["", "", ""])[:3]
-    my_host, my_pid, my_token = me.split(":")
-    if host != my_host:
-        return True  # another machine sharing the study: leave its trials alone
-    if pid == my_pid:
-        return token == my_token
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _recover(study, me: str) -> int:
-    """Marks FAILED the trials an interrupted run left WAITING or RUNNING; returns how many."""
-    count = 0
-    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        study.tell(study.ask(), state=TrialState.FAIL)
-        count += 1
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _owner_alive(t.user_attrs.get("owner", ""), me):
-            study.tell(t.number, state=TrialState.FAIL)
-            count += 1
-    return count
 
 
 def _trial_seed(seed: int, stage: int, slot: int) -> int:
@@ -202,8 +162,22 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list
     return out
 
 
+def _batches(plan, pending: list[int], size: int) -> list[list[int]]:
+    """Pending slots in batches of at most ``size``; with a plan, one structure per batch."""
+    if plan is None:
+        return [pending[i : i + size] for i in range(0, len(pending), size)]
+    pending = sorted(pending, key=lambda i: repr(structure(plan[i])))
+    groups = [list(g) for _, g in itertools.groupby(pending, lambda i: structure(plan[i]))]
+    return [g[i : i + size] for g in groups for i in range(0, len(g), size)]
+
+
 def _run_stage(study, stage: int, space: Space, num: int, num_epochs: int, ctx: dict) -> int:
-    """Runs the stage's unfinished slots batch by batch; returns how many trials ran."""
+    """Runs the stage's untaken slots batch by batch; returns how many trials ran.
+
+    Each batch is asked, trained and told before the next is asked, so TPE models every
+    batch after its first ``search.tpe_startup`` trials on the ones told before it. The taken
+    slots (RUNNING or COMPLETE, possibly by another process) are re-read before each batch.
+    """
     dists = distributions(space)
     plan = None
     if ctx["sampler"] == "random":
@@ -211,25 +185,29 @@ def _run_stage(study, stage: int, space: Space, num: int, num_epochs: int, ctx: 
     elif ctx["sampler"] == "grid":
         plan = sample_grid(space, num)
         num = len(plan)
+    elif ctx["batch"] >= num:
+        logging.warning(
+            "stage %d: tpe asks all %d trials as one batch (search.trials_per_batch=%d), so "
+            "none is modelled on another; set search.trials_per_batch below %d",
+            stage,
+            num,
+            ctx["batch"],
+            num,
+        )
     full = min(ctx["batch"], num)
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-    taken = {t.user_attrs.get("slot") for t in trials}
-    pending = [i for i in range(num) if i not in taken]
-    if plan is not None:  # one structure per batch, batches of at most ctx["batch"]
-        pending.sort(key=lambda i: repr(structure(plan[i])))
-        batches = [list(g) for _, g in itertools.groupby(pending, lambda i: structure(plan[i]))]
-        batches = [g[i : i + ctx["batch"]] for g in batches for i in range(0, len(g), ctx["batch"])]
-    else:
-        batches = [pending[i : i + ctx["batch"]] for i in range(0, len(pending), ctx["batch"])]
     ran = 0
-    for slots in batches:
+    while True:
+        taken = studies.taken_slots(study)
+        batches = _batches(plan, [i for i in range(num) if i not in taken], ctx["batch"])
+        if not batches:
+            return ran
         asked = []
-        for slot in slots:
+        for slot in batches[0]:
             if plan is not None:
                 study.enqueue_trial(plan[slot])
             trial = study.ask(dists)
+            trial.set_user_attr("owner", ctx["owner"])  # before the slot: see lib.study
             trial.set_user_attr("slot", slot)
-            trial.set_user_attr("owner", ctx["owner"])
             asked.append((trial, slot, trial.params))
         groups: dict[tuple, list] = {}
         for item in asked:
@@ -240,13 +218,14 @@ def _run_stage(study, stage: int, space: Space, num: int, num_epochs: int, ctx: 
         if ctx["callback"] is not None:
             ctx["callback"](stage, [{"slot": r["slot"], **r["result"]} for r in done])
         for r in done:
-            value = r["result"]["val_accuracy"] if r["result"]["status"] == "complete" else 0.0
+            complete = r["result"]["status"] == "complete"
+            value = r["result"]["val_accuracy"] if complete else 0.0
             r["trial"].set_user_attr("result", r["result"])
             study.tell(r["trial"], value)
             # Kept in memory for the stage's best, chosen as run_search chooses it (highest
-            # value, then lowest trial number), so that it need not be retrained.
+            # value among complete trials, then lowest trial number): no retraining needed.
             best = ctx["best_params"].get(stage)
-            if best is None or (value, -r["trial"].number) > (best[0], -best[1]):
+            if complete and (best is None or (value, -r["trial"].number) > (best[0], -best[1])):
                 ctx["best_params"][stage] = (value, r["trial"].number, r["params"])
         ran += len(done)
         logging.info(
@@ -256,7 +235,6 @@ def _run_stage(study, stage: int, space: Space, num: int, num_epochs: int, ctx: 
             num_epochs,
             study.best_value,
         )
-    return ran
 
 
 def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
@@ -266,7 +244,13 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
     one structure and is one ``jax.vmap(train.fit)`` sharded over the local devices. Stage
     s + 1 samples inside ``narrow(space_s, ...)``. Every trial is stored in the Optuna study
     ``<search.study_name>.stage<s>`` (journal file in the workdir by default); a rerun skips
-    finished trials and re-runs those an interrupted run left RUNNING.
+    finished trials and re-runs those an interrupted run left RUNNING; a config that would
+    drop or change finished stages is refused (``lib.study.check_stages``).
+
+    The best trial is the one with the highest validation accuracy (then the lowest trial
+    number) among the ``complete`` trials of the last stage that has any; diverged trials
+    never count. Without any complete trial, summary.json has ``best: None`` and no best
+    params or test accuracy are written.
 
     Args:
       config: a training config plus a ``search`` block (see configs/digits_sweep.py).
@@ -283,10 +267,12 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
     s = config.search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if s.get("storage") or os.path.exists(os.path.join(workdir, "study.journal")):
-        _check_stages(open_storage(s.get("storage"), workdir), s.study_name, plan["stages"])
+        studies.check_stages(
+            studies.open_storage(s.get("storage"), workdir), s.study_name, plan["stages"], s.sampler
+        )
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json(os.path.join(workdir, "config.json"), plan["config_dict"])
-    storage = open_storage(s.get("storage"), workdir)
+    storage = studies.open_storage(s.get("storage"), workdir)
     mesh = sharding.trial_mesh()
     ctx = {
         "setup": plan["setup"],
@@ -301,20 +287,16 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         "owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
     }
     space, stage_summaries, warnings, records = plan["space"], [], [], []
+    best = None
     ran = interrupted = 0
     train_seconds = 0.0
     for stage, (num, num_epochs) in enumerate(plan["stages"]):
-        sampler = (
-            optuna.samplers.TPESampler(
-                constant_liar=True, multivariate=True, seed=int(s.seed) + stage
-            )
-            if s.sampler == "tpe"
-            else optuna.samplers.RandomSampler(int(s.seed) + stage)
-        )
         study = optuna.create_study(
             storage=storage,
-            study_name=f"{s.study_name}.stage{stage}",
-            sampler=sampler,
+            study_name=studies.stage_name(s.study_name, stage),
+            sampler=studies.make_sampler(
+                s.sampler, int(s.seed) + stage, int(s.get("tpe_startup", 10))
+            ),
             direction="maximize",
             load_if_exists=True,
         )
@@ -323,21 +305,19 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         else:
             study.set_user_attr("space", space_to_json(space))
             study.set_user_attr("num_epochs", num_epochs)
-        interrupted += _recover(study, ctx["owner"])
+        interrupted += studies.recover(study, ctx["owner"])
         t0 = time.perf_counter()
         ran += _run_stage(study, stage, space, num, num_epochs, ctx)
         train_seconds += time.perf_counter() - t0
-        finished = sorted(
-            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-            key=lambda t: t.user_attrs["slot"],
-        )
-        stage_records = [_record(stage, t) for t in finished]
+        stage_records = [_record(stage, t) for t in studies.finished(study)]
         records += stage_records
-        rows, scores = [r["hparams"] for r in stage_records], [r["value"] for r in stage_records]
+        ok = [r for r in stage_records if r["status"] == "complete"]
+        rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
         stage_warnings = [
-            f"stage {stage}: {w}" for w in border_warnings(space, rows, scores, plan["setup"])
+            f"stage {stage}: {w}"
+            for w in border_warnings(space, rows, scores, plan["setup"], configured=plan["space"])
         ]
-        if all(r["status"] == "diverged" for r in stage_records):
+        if not ok:
             stage_warnings.append(
                 f"stage {stage}: all {len(stage_records)} trials diverged (NaN/inf loss); "
                 "lower the learning-rate range, e.g. --config.search.space.learning_rate.high"
@@ -345,59 +325,80 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         for w in stage_warnings:
             logging.warning("%s", w)
         warnings += stage_warnings
-        best = max(stage_records, key=lambda r: (r["value"], -r["trial"]))
+        stage_best = max(ok, key=lambda r: (r["value"], -r["trial"])) if ok else None
+        best = stage_best or best
         stage_summaries.append(
             {
                 "num_trials": len(stage_records),
                 "num_epochs": num_epochs,
                 "space": space_to_json(space),
                 "border_warnings": stage_warnings,
-                "diverged": sum(r["status"] == "diverged" for r in stage_records),
-                "best": {
-                    k: best[k] for k in ("trial", "hparams", "val_accuracy", "train_accuracy")
+                "diverged": len(stage_records) - len(ok),
+                "best": stage_best
+                and {
+                    k: stage_best[k] for k in ("trial", "hparams", "val_accuracy", "train_accuracy")
                 },
             }
         )
-        if stage + 1 < len(plan["stages"]):
+        if stage + 1 < len(plan["stages"]) and ok:  # with none complete, keep the range
             space = narrow(space, rows, scores, float(s.top_fraction))
-    best_params, best_setup = _best_params(workdir, best, ctx)
-    dataset = plan["dataset"]
-    test_acc = float(train.accuracy(best_params, dataset.x_test, dataset.y_test, best_setup))
-    _write_best(workdir, best, test_acc)
     _write_csv(os.path.join(workdir, "trials.csv"), records, plan["space"])
-    plots.search_trials(records, plan["space"], os.path.join(workdir, "search.png"))
     summary = {
         "num_trials": len(records),
         "stages": stage_summaries,
         "border_warnings": warnings,
-        "best": {
-            "hparams": best["hparams"],
-            "val_accuracy": best["val_accuracy"],
-            "train_accuracy": best["train_accuracy"],
-            "stage": best["stage"],
-            "trial": best["trial"],
-            "seed": best["seed"],
-            "num_epochs": best["num_epochs"],
-        },
-        "train_accuracy": best["train_accuracy"],
-        "val_accuracy": best["val_accuracy"],
-        "test_accuracy": test_acc,
+        "best": None,
+        "train_accuracy": None,
+        "val_accuracy": None,
+        "test_accuracy": None,
         "trials_run": ran,
         "interrupted_trials": interrupted,
         "trials_per_second": ran / train_seconds if ran else None,
         "sampler": s.sampler,
         "devices": mesh.size,
-        "seconds": time.perf_counter() - start,
     }
+    if best is None:
+        logging.error(
+            "no trial of any stage completed (all %d diverged): no best trial, no best params "
+            "and no test accuracy; narrow the ranges (e.g. lower "
+            "--config.search.space.learning_rate.high) and run again with a new --workdir",
+            len(records),
+        )
+    else:
+        # The best trial: highest val accuracy (then lowest trial number) among the complete
+        # trials of the last stage that has any (later stages train longer).
+        best_params, best_setup = _best_params(workdir, best, ctx)
+        dataset = plan["dataset"]
+        test_acc = float(train.accuracy(best_params, dataset.x_test, dataset.y_test, best_setup))
+        _write_best(workdir, best, test_acc)
+        summary.update(
+            best={
+                k: best[k]
+                for k in (
+                    "hparams",
+                    "val_accuracy",
+                    "train_accuracy",
+                    "stage",
+                    "trial",
+                    "seed",
+                    "num_epochs",
+                )
+            },
+            train_accuracy=best["train_accuracy"],
+            val_accuracy=best["val_accuracy"],
+            test_accuracy=test_acc,
+        )
+        logging.info(
+            "best (stage %d, trial %d): val acc %.4f  test acc %.4f  %s",
+            best["stage"],
+            best["trial"],
+            best["val_accuracy"],
+            test_acc,
+            best["hparams"],
+        )
+    summary["seconds"] = time.perf_counter() - start
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)
-    logging.info(
-        "best (stage %d, trial %d): val acc %.4f  test acc %.4f  %s",
-        best["stage"],
-        best["trial"],
-        best["val_accuracy"],
-        test_acc,
-        best["hparams"],
-    )
+    plots.search_trials(records, plan["space"], os.path.join(workdir, "search.png"))
     return summary
 
 

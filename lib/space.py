@@ -162,11 +162,52 @@ def check_space(space: Space, setup: train.Setup, stages: Sequence[tuple[int, in
                 f"{where}: the {setup.model} model has no {name}; remove it from "
                 "the space or set --config.model.name=two_layer"
             )
+    _check_used(space, setup)
     if "num_epochs" in space and len(stages) > 1:
         raise ValueError(
             "search.space.num_epochs conflicts with search.stages (each stage "
             "sets its epochs); remove one of them"
         )
+
+
+# Which optimizers / schedules read a hyperparameter (the others ignore it).
+_USED_BY_OPTIMIZER = {
+    "mu": ("momentum", "nesterov"),
+    "beta1": ("adam",),
+    "beta2": ("adam",),
+    "decay_rate": ("rmsprop",),
+    "eps": ("adagrad", "rmsprop", "adam"),
+    "damping": ("newton",),
+}
+_USED_BY_SCHEDULE = {"lr_decay": ("step",), "lr_k": ("exponential", "inverse_time")}
+
+
+def _check_used(space: Space, setup: train.Setup) -> None:
+    """Refuses hyperparameters the runs would ignore (searching them only adds noise)."""
+    opt = space.get("optimizer")
+    optimizers = opt.choices if opt is not None else (setup.optimizer,)
+    for name in space:
+        where = f"search.space.{name}"
+        users = _USED_BY_OPTIMIZER.get(name)
+        if users is not None and not set(users) & set(optimizers):
+            raise ValueError(
+                f"{where}: only the optimizers {', '.join(users)} use {name}, this search "
+                f"trains with {', '.join(optimizers)}; remove it from the space or set "
+                f"--config.optimizer.name={users[0]} (or add it to search.space.optimizer)"
+            )
+        users = _USED_BY_SCHEDULE.get(name)
+        if users is not None and setup.schedule not in users:
+            raise ValueError(
+                f"{where}: only the schedules {', '.join(users)} use {name}, the config's "
+                f"schedule is {setup.schedule}; remove it from the space or set "
+                f"--config.schedule.name={users[0]}"
+            )
+        if name == "ema_decay" and not setup.ema:
+            raise ValueError(
+                f"{where}: the config keeps no running average of the weights (EMA off), so "
+                "ema_decay is ignored; remove it from the space or set --config.train.ema_decay to a "
+                "positive value (which turns EMA on)"
+            )
 
 
 # ----------------------------------------------------------------------------- scales
@@ -187,14 +228,26 @@ def from_scale(dim: Dim, t) -> np.ndarray:
 def _finish(name: str, dim: Dim, value: float):
     """Clips into [low, high] (undoing float round-off) and rounds integer names."""
     value = float(np.clip(value, dim.low, dim.high))
-    return int(round(value)) if name in INTEGER else value
+    return round(value) if name in INTEGER else value
+
+
+def _random_int(dim: Dim, rng: np.random.Generator) -> int:
+    """An integer in [low, high], each equally likely (linear) or each with the log-width of
+    its cell [k - 1/2, k + 1/2] (log): ``round(10 ** uniform(log10(low - 1/2), log10(high + 1/2)))``."""
+    low, high = int(dim.low), int(dim.high)
+    if dim.scale == "linear":
+        return int(rng.integers(low, high + 1))
+    value = 10 ** rng.uniform(math.log10(low - 0.5), math.log10(high + 0.5))
+    return min(max(round(value), low), high)
 
 
 def sample_random(space: Space, num: int, seed: int | Sequence[int]) -> list[dict[str, Any]]:
     """``num`` independent draws; row i comes from its own generator ``[*seed, i]``.
 
     Log scale: ``10 ** uniform(log10 low, log10 high)``; linear: ``uniform(low, high)``;
-    choices: uniformly one of them. Row i does not depend on ``num``.
+    choices: uniformly one of them; integers (``hidden``, ``num_epochs``): every integer of
+    [low, high] equally likely (linear) or log-uniform over their cells (log), see
+    :func:`_random_int`. Row i does not depend on ``num``.
     """
     seed = list(np.atleast_1d(seed).astype(int))
     rows = []
@@ -205,6 +258,8 @@ def sample_random(space: Space, num: int, seed: int | Sequence[int]) -> list[dic
             dim = space[name]
             if dim.scale == "choice":
                 row[name] = dim.choices[int(rng.integers(len(dim.choices)))]
+            elif name in INTEGER:
+                row[name] = _random_int(dim, rng)
             elif dim.scale == "log":
                 row[name] = _finish(
                     name, dim, 10 ** rng.uniform(math.log10(dim.low), math.log10(dim.high))
@@ -282,12 +337,17 @@ def border_warnings(
     rows: Sequence[Mapping[str, Any]],
     scores: Sequence[float],
     setup: train.Setup | None = None,
+    configured: Space | None = None,
 ) -> list[str]:
     """One message per numeric hyperparameter whose best values lie in the outer tenth of
     its range (on its scale), naming the side and suggesting a wider bound.
 
     "Best values": the median (on the scale) of the top tenth of the trials (at least one).
+    ``configured``: the range the config gave (default ``space``); when ``space`` is a
+    stage's narrowed range, a side warns only where it is still the configured bound, and
+    the suggestion widens the configured range.
     """
+    configured = space if configured is None else configured
     if not rows:
         return []
     best = [rows[i] for i in top_indices(scores, 0.1)]
@@ -303,13 +363,19 @@ def border_warnings(
         if EDGE <= u <= 1 - EDGE:
             continue
         side = "low" if u < EDGE else "high"
-        suggest = _widened(name, dim, side, setup)
+        conf = configured.get(name, dim)
+        if conf.scale == "choice" or getattr(dim, side) != getattr(conf, side):
+            continue  # a bound the search narrowed itself: the optimum is inside the range
+        suggest = _widened(name, conf, side, setup)
         message = (
-            f"{name}: the best trials lie at the {side} border of its range "
-            f"[{dim.low:.3g}, {dim.high:.3g}] (outer tenth on a {dim.scale} scale); "
+            f"{name}: the best trials lie at the {side} border of its configured range "
+            f"[{conf.low:.3g}, {conf.high:.3g}] (outer tenth on a {dim.scale} scale); "
         )
         if suggest is not None:
-            message += f"widen it, e.g. --config.search.space.{name}.{side}={suggest:.3g}"
+            message += (
+                f"widen it, e.g. --config.search.space.{name}.{side}={suggest:.3g} (a "
+                "finished study keeps its ranges: a wider range needs a new --workdir)"
+            )
         else:
             message += f"the range already reaches the limit of valid {name} values"
         warnings.append(message)

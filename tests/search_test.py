@@ -1,37 +1,18 @@
-"""Tests for lib/search.py and lib/sharding.py: vmapped trials, divergence isolation,
-resume, TPE, outputs, sharding, bad input (lib/space.py has its own tests)."""
+"""Tests for lib/search.py and lib/study.py: stages, resume, refusing to drop finished work,
+shared studies, TPE, grid, all-diverged sweeps, outputs, bad input (lib/space.py and
+lib/sharding.py have their own tests)."""
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest, parameterized
-import chex
-import jax
 import numpy as np
+import optuna
 
 from configs import digits_sweep
-from lib import data, search, sharding, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _dataset():
-    return data.load("digits", seed=0, scale=1.0 / 16.0)
-
-
-def _setup(ds, **kw):
-    return train.Setup(
-        ds.num_features,
-        ds.num_classes,
-        optimizer="momentum",
-        num_epochs=2,
-        batch_size=100,
-        train_eval_size=200,
-        **kw,
-    )
+from lib import search, sharding, space, study
 
 
 def _sweep_config(**search):
@@ -43,57 +24,6 @@ def _sweep_config(**search):
     for k, v in search.items():
         c.search[k] = v
     return c
-
-
-class TrialBatchTest(absltest.TestCase):
-    """One vmapped program per batch; lanes match single runs; divergence stays in its lane."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.ds = _dataset()
-        cls.setup = _setup(cls.ds)
-        cls.data = train.to_device(cls.ds)
-        cls.rows = [
-            {"learning_rate": 0.05, "reg": 1e-3},
-            {"learning_rate": 0.2, "reg": 1e-4},
-            {"learning_rate": 0.01, "reg": 1e-2, "mu": 0.5},
-        ]
-        cls.seeds = [3, 4, 5]
-        cls.batch = sharding.fit_trials(cls.seeds, cls.rows, cls.data, cls.setup, pad_to=4)
-
-    def test_vmapped_batch_equals_trials_one_at_a_time(self):
-        state, history = self.batch
-        chex.assert_shape(history["val_accuracy"], (3, 2))
-        single = jax.jit(train.fit, static_argnums=3)
-        for i, (seed, row) in enumerate(zip(self.seeds, self.rows)):
-            s, h = single(
-                jax.random.key(seed),
-                {k: np.float32(v) for k, v in row.items()},
-                self.data,
-                self.setup,
-            )
-            chex.assert_trees_all_close(
-                sharding.trial_params(state, i), s.params, rtol=2e-5, atol=2e-6
-            )
-            chex.assert_trees_all_close(
-                {k: v[i] for k, v in history.items()}, h, rtol=2e-5, atol=2e-6
-            )
-        self.assertFalse(np.any(sharding.diverged(history)))
-
-    def test_diverging_trial_is_marked_and_leaves_the_others_unchanged(self):
-        rows = self.rows[:1] + [{"learning_rate": 1e7, "reg": 1e-3}] + self.rows[1:]
-        seeds = self.seeds[:1] + [9] + self.seeds[1:]
-        state, history = sharding.fit_trials(seeds, rows, self.data, self.setup, pad_to=4)
-        np.testing.assert_array_equal(sharding.diverged(history), [False, True, False, False])
-        keep = [0, 2, 3]
-        chex.assert_tree_all_finite(jax.tree.map(lambda a: a[np.array(keep)], state.params))
-        chex.assert_trees_all_close(
-            jax.tree.map(lambda a: a[np.array(keep)], (state.params, history)),
-            (self.batch[0].params, self.batch[1]),
-            rtol=1e-5,
-            atol=1e-6,
-        )
 
 
 class RunSearchTest(absltest.TestCase):
@@ -139,11 +69,12 @@ class RunSearchTest(absltest.TestCase):
             summary["border_warnings"],
         )
         self.assertEqual(len(summary["stages"]), 2)
-        self.assertLessEqual(
-            summary["stages"][1]["space"]["reg"]["high"]
-            / summary["stages"][1]["space"]["reg"]["low"],
-            1e-1 / 1e-6,
-        )
+        # Stage 1's ranges are strictly narrower than stage 0's and hold stage 0's best.
+        best0 = summary["stages"][0]["best"]["hparams"]
+        for name in ("learning_rate", "reg"):
+            old, new = (summary["stages"][i]["space"][name] for i in (0, 1))
+            self.assertLess(new["high"] / new["low"], old["high"] / old["low"], name)
+            self.assertBetween(best0[name], new["low"], new["high"])
         for name in (
             "summary.json",
             "config.json",
@@ -168,86 +99,155 @@ class RunSearchTest(absltest.TestCase):
         # Changing a finished stage's epochs is refused before anything is written.
         with open(os.path.join(workdir, "config.json")) as f:
             before = f.read()
-        config.search.stages = "8x2,4x2,4x2"
-        with self.assertRaisesRegex(ValueError, "stage 0 of this study ran 1 epochs"):
-            search.run_search(config, workdir)
-        with open(os.path.join(workdir, "config.json")) as f:
-            self.assertEqual(f.read(), before)
+        # Changing a finished stage's epochs, dropping a finished stage or asking fewer
+        # trials than a stage finished is refused before anything is written.
+        for stages, message in (
+            ("8x2,4x2,4x2", "stage 0 of this study ran 1 epochs"),
+            ("8x1,4x2", "holds stage 2 with 4 finished trials.*new --workdir"),
+            ("8x1,2x2,4x2", "stage 1 of this study has 4 finished trials.*new --workdir"),
+        ):
+            config.search.stages = stages
+            with self.assertRaisesRegex(ValueError, message):
+                search.run_search(config, workdir)
+            with open(os.path.join(workdir, "config.json")) as f:
+                self.assertEqual(f.read(), before)
+            with open(os.path.join(workdir, "trials.csv")) as f:
+                self.assertLen(f.read().splitlines(), 17)
 
-    def test_tpe_asks_a_whole_batch_and_tells_it_together(self):
-        import optuna
-
+    def test_tpe_batches_after_warm_up_are_modelled_not_random(self):
         workdir = tempfile.mkdtemp()
-        config = _sweep_config(sampler="tpe", stages="", num_trials=12)
+        config = _sweep_config(sampler="tpe", stages="", num_trials=12, tpe_startup=4)
         config.train.num_epochs = 1
         batches = []
-        storage = search.open_storage(None, workdir)
+        storage = study.open_storage(None, workdir)
 
         def record(stage, results):
-            study = optuna.load_study(study_name="sweep.stage0", storage=storage)
-            states = [t.state for t in study.get_trials(deepcopy=False)]
+            st = optuna.load_study(study_name="sweep.stage0", storage=storage)
+            states = [t.state for t in st.get_trials(deepcopy=False)]
             batches.append((len(results), states.count(optuna.trial.TrialState.RUNNING)))
 
         summary = search.run_search(config, workdir, callback=record)
         # 12 trials in batches of 4, all 4 asked (RUNNING) before any result is told.
         self.assertEqual(batches, [(4, 4)] * 3)
         self.assertEqual(summary["num_trials"], 12)
-        study = optuna.load_study(study_name="sweep.stage0", storage=storage)
-        trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        st = optuna.load_study(study_name="sweep.stage0", storage=storage)
+        trials = sorted(
+            st.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number
+        )
         self.assertLen(trials, 12)
-        self.assertLen({t.params["learning_rate"] for t in trials}, 12)
         for t in trials:
             self.assertBetween(t.params["learning_rate"], 1e-4, 10.0)
             self.assertBetween(t.params["reg"], 1e-6, 1e-1)
+        # RandomSampler's draws for the same seed and distributions: TPE's warm-up trials
+        # are exactly these; every later trial comes from the model, so differs from them.
+        dists = space.distributions(space.space_from_config(config.search.space))
+        rand = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
+        draws = [rand.ask(dists).params for _ in range(12)]
+        for i, t in enumerate(trials):
+            if i < 4:
+                self.assertEqual(t.params, draws[i], i)
+            else:
+                self.assertNotEqual(t.params["learning_rate"], draws[i]["learning_rate"], i)
+
+    def test_grid_end_to_end(self):
+        workdir = tempfile.mkdtemp()
+        config = _sweep_config(sampler="grid", stages="4x1")
+        summary = search.run_search(config, workdir)
+        self.assertEqual((summary["num_trials"], summary["trials_run"]), (4, 4))
+        with open(os.path.join(workdir, "trials.csv")) as f:
+            lines = f.read().splitlines()
+        col = lines[0].split(",").index("learning_rate")
+        lrs = sorted({float(line.split(",")[col]) for line in lines[1:]})
+        # 2 x 2 cell centres on the log scale of [1e-4, 10]: 10 ** (-4 + (i + 1/2) * 5 / 2).
+        np.testing.assert_allclose(lrs, [10 ** (-4 + 1.25), 10 ** (-4 + 3.75)], rtol=1e-6)
+        self.assertEqual(search.run_search(config, workdir)["trials_run"], 0)
+
+    def test_all_diverged_writes_a_summary_without_best(self):
+        workdir = tempfile.mkdtemp()
+        config = _sweep_config()
+        config.search.space.learning_rate.low, config.search.space.learning_rate.high = 1e3, 1e30
+        summary = search.run_search(config, workdir)
+        self.assertIsNone(summary["best"])
+        self.assertIsNone(summary["test_accuracy"])
+        self.assertEqual([st["best"] for st in summary["stages"]], [None, None])
+        self.assertEqual([st["diverged"] for st in summary["stages"]], [8, 4])
+        with open(os.path.join(workdir, "summary.json")) as f:
+            self.assertIsNone(json.load(f)["best"])
+        self.assertTrue(os.path.exists(os.path.join(workdir, "search.png")))
+        self.assertFalse(os.path.exists(os.path.join(workdir, "best_hparams.json")))
+        self.assertFalse(os.path.exists(os.path.join(workdir, "best_params")))
+
+    def test_best_is_a_complete_trial_of_the_last_stage_that_has_one(self):
+        workdir = tempfile.mkdtemp()
+        config = _sweep_config()
+        config.search.space.learning_rate.low, config.search.space.learning_rate.high = 1e-3, 1e-1
+        real = sharding.diverged
+
+        def stage1_diverges(history):  # stage 1 (2 epochs) is reported diverged throughout
+            out = real(history)
+            return np.ones_like(out) if history["train_loss"].shape[1] == 2 else out
+
+        with mock.patch.object(sharding, "diverged", stage1_diverges):
+            summary = search.run_search(config, workdir)
+        self.assertEqual([st["diverged"] for st in summary["stages"]], [0, 4])
+        self.assertEqual(summary["best"]["stage"], 0)
+        self.assertEqual(summary["best"]["trial"], summary["stages"][0]["best"]["trial"])
+        with open(os.path.join(workdir, "best_hparams.json")) as f:
+            self.assertEqual(json.load(f)["trial"]["stage"], 0)
+
+    def test_a_second_process_sharing_the_study_runs_no_slot_twice(self):
+        workdir = tempfile.mkdtemp()
+        config = _sweep_config()
+        storage = study.open_storage(None, workdir)
+        calls = []
+
+        def other_process(stage, results):
+            # While this run trains slots 0-3, "another process" finishes slots 4-7 of stage
+            # 0 and a duplicate of slot 0.
+            calls.append(stage)
+            if len(calls) > 1:
+                return
+            st = optuna.load_study(study_name="sweep.stage0", storage=storage)
+            dists = space.distributions(space.space_from_config(config.search.space))
+            for slot in (4, 5, 6, 7, 0):
+                t = st.ask(dists)
+                t.set_user_attr("owner", "elsewhere:1:x")
+                t.set_user_attr("slot", slot)
+                result = {k: v for k, v in results[0].items() if k != "slot"}
+                t.set_user_attr("result", {**result, "val_accuracy": 0.5})
+                st.tell(t, 0.5)
+
+        summary = search.run_search(config, workdir, callback=other_process)
+        self.assertEqual(summary["trials_run"], 4 + 4)  # slots 0-3 of stage 0, then stage 1
+        self.assertEqual(calls, [0, 1])
+        with open(os.path.join(workdir, "trials.csv")) as f:
+            rows = [line.split(",") for line in f.read().splitlines()[1:]]
+        self.assertLen(rows, 12)
+        stage0 = [(int(r[2]), int(r[1])) for r in rows if r[0] == "0"]  # (slot, trial)
+        self.assertEqual([slot for slot, _ in stage0], list(range(8)))
+        self.assertEqual(stage0[0], (0, 0))  # the first complete trial of slot 0 is kept
 
 
-class ShardingTest(absltest.TestCase):
-    def test_padded_size(self):
-        self.assertEqual([sharding.padded_size(n, 4) for n in (1, 4, 5, 8)], [4, 4, 8, 8])
+class StudyTest(absltest.TestCase):
+    def test_running_trial_without_owner_is_recovered(self):
+        st = optuna.create_study()
+        me = "host:1:token"
+        orphan = st.ask()
+        orphan.set_user_attr("slot", 3)  # killed before the owner was written
+        mine = st.ask()
+        mine.set_user_attr("owner", me)
+        mine.set_user_attr("slot", 4)
+        self.assertFalse(study.owner_alive("", me))
+        self.assertTrue(study.owner_alive("otherhost:1:t", me))
+        self.assertEqual(study.recover(st, me), 1)
+        states = {t.number: t.state for t in st.get_trials()}
+        self.assertEqual(states[orphan.number], optuna.trial.TrialState.FAIL)
+        self.assertEqual(states[mine.number], optuna.trial.TrialState.RUNNING)
+        self.assertEqual(study.taken_slots(st), {4})
 
-    def test_four_forced_cpu_devices_equal_one_device(self):
-        script = (
-            "import json, jax, numpy as np\n"
-            "from lib import data, sharding, train\n"
-            "assert jax.device_count() == 4, jax.devices()\n"
-            "ds = data.load('digits', seed=0, scale=1/16)\n"
-            "setup = train.Setup(ds.num_features, ds.num_classes, optimizer='momentum',"
-            " num_epochs=2, batch_size=100, train_eval_size=200)\n"
-            "mesh = sharding.trial_mesh()\n"
-            "rows = [{'learning_rate': 0.01 * 2 ** i, 'reg': 1e-4} for i in range(6)]\n"
-            "state, hist = sharding.fit_trials(list(range(6)), rows,"
-            " sharding.replicate(train.to_device(ds), mesh), setup, mesh)\n"
-            "print(json.dumps({'devices': mesh.size, 'W': np.asarray(state.params['W']).tolist(),"
-            " 'val': np.asarray(hist['val_accuracy']).tolist()}))\n"
-        )
-        env = {
-            **os.environ,
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-            "JAX_PLATFORMS": "cpu",
-        }
-        out = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        sharded = json.loads(out.stdout.strip().splitlines()[-1])
-        self.assertEqual(sharded["devices"], 4)
-        ds = _dataset()
-        rows = [{"learning_rate": 0.01 * 2**i, "reg": 1e-4} for i in range(6)]
-        state, hist = sharding.fit_trials(
-            list(range(6)),
-            rows,
-            train.to_device(ds),
-            _setup(ds),
-            sharding.trial_mesh(jax.devices()[:1]),
-            pad_to=8,
-        )
-        np.testing.assert_allclose(sharded["W"], state.params["W"], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(sharded["val"], hist["val_accuracy"], atol=1e-6)
+    def test_bad_storage_url_is_a_value_error(self):
+        with self.assertRaisesRegex(ValueError, "sqlite:///.*unset for <workdir>/study.journal"):
+            study.open_storage("foo://bar", tempfile.mkdtemp())
 
 
 class BadInputTest(parameterized.TestCase):
@@ -291,6 +291,12 @@ class BadInputTest(parameterized.TestCase):
         config = _sweep_config(**{field: value})
         with self.assertRaisesRegex(ValueError, message):
             search.run_search(config, tempfile.mkdtemp())
+
+    def test_bad_storage_is_rejected_and_the_workdir_untouched(self):
+        workdir = tempfile.mkdtemp()
+        with self.assertRaisesRegex(ValueError, "search.storage='foo://bar'.*sqlite:///"):
+            search.run_search(_sweep_config(storage="foo://bar"), workdir)
+        self.assertEqual(os.listdir(workdir), [])
 
     def test_num_epochs_in_space_conflicts_with_stages(self):
         config = _sweep_config()

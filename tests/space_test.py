@@ -2,6 +2,7 @@
 border warnings, Optuna distributions."""
 
 import math
+import re
 
 from absl.testing import absltest, parameterized
 import numpy as np
@@ -56,6 +57,21 @@ class SamplingTest(parameterized.TestCase):
         self.assertEqual({r["optimizer"] for r in rows}, {"sgd", "adam"})
         self.assertTrue(all(isinstance(r["hidden"], int) and 10 <= r["hidden"] <= 40 for r in rows))
         self.assertLen(space.sample_grid(dims, 8), 8)  # 2 choices x 4 sizes
+
+    def test_linear_integers_are_uniform_endpoints_included(self):
+        rows = space.sample_random({"num_epochs": space.Dim(1, 4, "linear")}, 4000, seed=3)
+        counts = np.bincount([r["num_epochs"] for r in rows], minlength=5)[1:]
+        # Each of 1..4 has probability 1/4 (sd of a count: sqrt(4000 * 3/16) = 27); rounding
+        # uniform(1, 4) would give the endpoints half weight (about 667 each).
+        np.testing.assert_allclose(counts, 1000, atol=110)
+
+    def test_log_integers_give_each_integer_its_log_cell(self):
+        rows = space.sample_random({"hidden": space.Dim(1, 4, "log")}, 4000, seed=4)
+        freq = np.bincount([r["hidden"] for r in rows], minlength=5)[1:] / 4000
+        # P(k) = log((k + 1/2) / (k - 1/2)) / log(4.5 / 0.5): 0.5, 0.232, 0.153, 0.114.
+        k = np.arange(1, 5)
+        expected = np.log((k + 0.5) / (k - 0.5)) / np.log(9.0)
+        np.testing.assert_allclose(freq, expected, atol=0.025)
 
     def test_grid_keeps_each_rounded_integer_once(self):
         # k = 8 centres 10 + (i + 1/2) * 2/8 round to 10, 10, 11, 11, 11, 11, 12, 12.
@@ -117,7 +133,7 @@ class BorderAndNarrowTest(parameterized.TestCase):
         self.assertLen(warnings, 1)
         self.assertIn(f"{side} border", warnings[0])
         self.assertIn(f"--config.search.space.{flag}", warnings[0])
-        self.assertTrue(warnings[0].endswith(flag.split("=")[1]), warnings[0])
+        self.assertRegex(warnings[0], re.escape(flag) + r"( |$)")
 
     def test_border_warning_at_the_smallest_integer_says_so(self):
         dims = {"hidden": space.Dim(1, 100, "linear")}
@@ -125,6 +141,23 @@ class BorderAndNarrowTest(parameterized.TestCase):
         warnings = space.border_warnings(dims, rows, [-r["hidden"] for r in rows])
         self.assertLen(warnings, 1)
         self.assertIn("limit of valid hidden", warnings[0])
+
+    def test_border_warning_of_a_narrowed_stage_only_at_a_configured_bound(self):
+        configured = {"learning_rate": space.Dim(1e-6, 1e-1, "log")}
+        rows = [{"learning_rate": v} for v in np.logspace(-4, -2, 20)]
+        scores = [math.log10(r["learning_rate"]) for r in rows]  # best at the high side
+        narrowed = {"learning_rate": space.Dim(1e-4, 1e-2, "log")}
+        # The search narrowed the high bound itself: the optimum is inside the configured range.
+        self.assertEqual(space.border_warnings(narrowed, rows, scores, configured=configured), [])
+        # At the configured bound: the suggestion widens the configured range, not the stage's.
+        at_bound = {"learning_rate": space.Dim(1e-4, 1e-1, "log")}
+        rows = [{"learning_rate": v} for v in np.logspace(-4, -1, 20)]
+        scores = [math.log10(r["learning_rate"]) for r in rows]
+        (w,) = space.border_warnings(at_bound, rows, scores, configured=configured)
+        # configured [1e-6, 1e-1]: half its log-width (2.5 decades) above 1e-1 -> 10 ** 1.5.
+        self.assertIn("configured range [1e-06, 0.1]", w)
+        self.assertIn(f"learning_rate.high={10**1.5:.3g}", w)
+        self.assertIn("new --workdir", w)
 
     def test_stages_narrow_the_ranges_around_the_best(self):
         dims = {**LOG_SPACE, "optimizer": space.Dim(scale="choice", choices=("sgd", "adam"))}
@@ -229,10 +262,57 @@ class ParseTest(parameterized.TestCase):
         ),
     )
     def test_check_space(self, dims, model, message):
-        setup = train.Setup(4, 3, model=model)
+        setup = train.Setup(4, 3, model=model, optimizer="momentum")
         with self.assertRaisesRegex(ValueError, message):
             space.check_space(dims, setup, [(8, 2)])
         space.check_space({"reg": space.Dim(1e-5, 1e-1)}, setup, [(8, 2)])  # a valid one passes
+
+    @parameterized.named_parameters(
+        ("mu_with_adam", {"mu": space.Dim(0.5, 0.9, "linear")}, {}, "optimizer.name=momentum"),
+        (
+            "mu_with_sgd_and_rmsprop",
+            {
+                "mu": space.Dim(0.5, 0.9, "linear"),
+                "optimizer": space.Dim(scale="choice", choices=("sgd", "rmsprop")),
+            },
+            {},
+            "use mu",
+        ),
+        (
+            "beta1_without_adam",
+            {"beta1": space.Dim(0.5, 0.9, "linear")},
+            {"optimizer": "sgd"},
+            "adam",
+        ),
+        ("decay_rate", {"decay_rate": space.Dim(0.5, 0.9, "linear")}, {}, "rmsprop"),
+        (
+            "lr_decay_constant",
+            {"lr_decay": space.Dim(0.1, 0.9, "linear")},
+            {},
+            "schedule.name=step",
+        ),
+        (
+            "lr_k_step",
+            {"lr_k": space.Dim(0.01, 1.0)},
+            {"schedule": "step"},
+            "schedule.name=exponential",
+        ),
+        ("ema_off", {"ema_decay": space.Dim(0.5, 0.99, "linear")}, {}, "train.ema_decay"),
+    )
+    def test_ignored_hyperparameters_are_refused(self, dims, setup_kw, message):
+        setup = train.Setup(4, 3, **{"optimizer": "adam", **setup_kw})
+        with self.assertRaisesRegex(ValueError, message):
+            space.check_space(dims, setup, [(8, 2)])
+
+    def test_used_hyperparameters_pass(self):
+        dims = {
+            "mu": space.Dim(0.5, 0.9, "linear"),
+            "beta1": space.Dim(0.5, 0.9, "linear"),
+            "optimizer": space.Dim(scale="choice", choices=("momentum", "adam")),
+            "lr_k": space.Dim(0.01, 1.0),
+            "ema_decay": space.Dim(0.5, 0.99, "linear"),
+        }
+        space.check_space(dims, train.Setup(4, 3, schedule="inverse_time", ema=True), [(8, 2)])
 
     def test_num_epochs_with_stages_conflict(self):
         dims = {"num_epochs": space.Dim(scale="choice", choices=(1, 2))}
