@@ -2,7 +2,7 @@
 
 Import the modules you need, e.g. ``from lib import scores, losses, backprop, gradcheck,
 updates, data, train, search, ensemble``. The others: ``settings`` (config -> Setup,
-hparams, data), ``space``, ``study`` and ``sharding`` (search spaces; the Optuna study; trial batches over
-devices),
-``members`` (ensemble members), ``checkpoints``, ``metrics`` and ``plots`` (workdir files).
+hparams, data), ``space``, ``study`` and ``sharding`` (search spaces; the Optuna study;
+trial batches over devices), ``members`` (ensemble members), ``checkpoints``, ``metrics``
+and ``plots`` (workdir files).
 """
