@@ -454,7 +454,7 @@ def _write_best(workdir: str, best: dict, test_accuracy: float) -> None:
 
 
 def _write_csv(path: str, records: list[dict], space: Space) -> None:
-    names = sorted(space)
+    names = sorted(n for n in space if n != "num_epochs")  # num_epochs has its own column
     cols = [
         "stage",
         "trial",
