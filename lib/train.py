@@ -553,11 +553,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     hparams = settings.hparams_from_config(config)
     validate(setup, hparams, num_train=dataset.x_train.shape[0])
     config_dict = config.to_dict()
-    metrics.check_config(workdir, config_dict, "run", resumable=("train.num_epochs",))
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if checkpoints.steps(ckpt_dir):  # a workdir that holds no epoch yet may take a new config
+        metrics.check_config(workdir, config_dict, "run", resumable=("train.num_epochs",))
 
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json(os.path.join(workdir, "config.json"), config_dict)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     logging.info("data %s: %s", config.dataset.name, dataset.describe())
 
@@ -594,8 +595,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if not np.isfinite(m["train_loss"]):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch}: train loss {m['train_loss']} with "
-                    f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate "
-                    f"(the checkpoints up to epoch {epoch - 1} are kept)"
+                    f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate"
+                    + (
+                        f" and use a new --workdir (this one keeps the checkpoints up to epoch "
+                        f"{epoch - 1})"
+                        if epoch > 1
+                        else " (nothing was checkpointed: the same --workdir can be reused)"
+                    )
                 )
             metrics.append_jsonl(metrics_path, record)
             metrics.log_progress(record, setup.num_epochs)

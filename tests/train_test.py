@@ -318,6 +318,9 @@ class BadInputTest(TmpTestCase):
         with self.assertRaisesRegex(FloatingPointError, r"epoch 1.*learning_rate=1e\+30"):
             train.train_and_evaluate(config, workdir)
         self.assertEqual(metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")), [])
+        # Nothing was trained: the same workdir takes the corrected config.
+        train.train_and_evaluate(_config("digits_softmax"), workdir)
+        self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1, 2])
 
 
 class PermutationTest(parameterized.TestCase):
