@@ -29,18 +29,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import checkpoints, data, metrics, settings, sharding, train
+from lib import checkpoints, data, metrics, search, settings, sharding, train
 from lib.types import Array, Params, PRNGKey
 
 SOURCES = ("seeds", "search", "checkpoints", "ema")
 
 _INT_FIELDS = ("hidden", "num_epochs", "batch_size", "seed")
 _STR_FIELDS = ("optimizer", "model", "loss", "schedule")
-# trials.csv's columns besides the search space's (lib/search.py ``_write_csv``).
-_TRIAL_COLUMNS = tuple(
-    "stage trial slot status seed order_seed num_epochs train_accuracy val_accuracy seconds "
-    "diverged_epoch val_accuracy_per_epoch".split()
-)
 
 
 class Group(NamedTuple):
@@ -139,7 +134,7 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     """The complete trials of a sweep workdir, best validation accuracy first.
 
     Reads ``<search_dir>/trials.csv`` as ``lib.search`` writes it: the columns
-    ``_TRIAL_COLUMNS``, then one column per search-space name (a ``train.CONFIG_PATHS`` name:
+    ``search.TRIAL_COLUMNS``, then one column per search-space name (a ``train.CONFIG_PATHS`` name:
     ``learning_rate``, ``reg``, ``hidden``, ``optimizer``, ...). Rows whose ``status`` is
     ``complete`` are kept (not ``diverged``). Each returned dict has ``trial`` (``"<trial>
     (stage <stage>)"``), ``val_accuracy``, ``seed`` (the trial's key is
@@ -168,14 +163,14 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"{path} holds no trials; run the sweep first")
     columns = set(rows[0])
-    missing = [c for c in _TRIAL_COLUMNS if c not in columns]
-    unknown = sorted(columns - set(_TRIAL_COLUMNS) - set(train.CONFIG_PATHS))
+    missing = [c for c in search.TRIAL_COLUMNS if c not in columns]
+    unknown = sorted(columns - set(search.TRIAL_COLUMNS) - set(train.CONFIG_PATHS))
     if missing or unknown:
         raise ValueError(
             f"{path} is not a trials.csv of experiments.sweep (missing columns {missing}, "
             f"unknown columns {unknown}); point --config.ensemble.search_dir at a sweep workdir"
         )
-    space = sorted(columns - set(_TRIAL_COLUMNS))
+    space = sorted(columns - set(search.TRIAL_COLUMNS))
     trials = []
     for row in rows:
         if row["status"] != "complete":

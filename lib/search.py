@@ -49,6 +49,24 @@ from lib.space import (
 )
 
 SAMPLERS = ("random", "grid", "tpe")
+# trials.csv: these columns, with one column per searched hyperparameter between them.
+TRIAL_COLUMNS_BEFORE_SPACE = (
+    "stage",
+    "trial",
+    "slot",
+    "status",
+    "seed",
+    "order_seed",
+    "num_epochs",
+)
+TRIAL_COLUMNS_AFTER_SPACE = (
+    "train_accuracy",
+    "val_accuracy",
+    "seconds",
+    "diverged_epoch",
+    "val_accuracy_per_epoch",
+)
+TRIAL_COLUMNS = TRIAL_COLUMNS_BEFORE_SPACE + TRIAL_COLUMNS_AFTER_SPACE
 _RESUMABLE_CHANGES = (
     "search.stages",
     "search.num_trials",
@@ -455,34 +473,13 @@ def _write_best(workdir: str, best: dict, test_accuracy: float) -> None:
 
 def _write_csv(path: str, records: list[dict], space: Space) -> None:
     names = sorted(n for n in space if n != "num_epochs")  # num_epochs has its own column
-    cols = [
-        "stage",
-        "trial",
-        "slot",
-        "status",
-        "seed",
-        "order_seed",
-        "num_epochs",
-        *names,
-        "train_accuracy",
-        "val_accuracy",
-        "seconds",
-        "diverged_epoch",
-        "val_accuracy_per_epoch",
-    ]
     with open(path + ".tmp", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(cols)
+        writer.writerow([*TRIAL_COLUMNS_BEFORE_SPACE, *names, *TRIAL_COLUMNS_AFTER_SPACE])
         for r in records:
             writer.writerow(
                 [
-                    r["stage"],
-                    r["trial"],
-                    r["slot"],
-                    r["status"],
-                    r["seed"],
-                    r["order_seed"],
-                    r["num_epochs"],
+                    *(r[c] for c in TRIAL_COLUMNS_BEFORE_SPACE),
                     *(r["hparams"][n] for n in names),
                     r["train_accuracy"],
                     r["val_accuracy"],
