@@ -33,7 +33,7 @@ import numpy as np
 import threadpoolctl
 
 from experiments import numpy_trainer
-from lib import ensemble, members, sharding, train
+from lib import data, ensemble, members, sharding, train
 
 WORKLOADS = ("train", "sweep", "ensemble", "gradcheck")
 
@@ -59,20 +59,33 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random data and of the mode
 # ----------------------------------------------------------------------------- helpers
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Calls every fn once (warm-up), then ``repeats`` rounds of all of them in turn.
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Times every fn in ``repeats`` interleaved rounds (A, A, B, B, C, C, A, A, ...).
 
-    Each fn must block until its work is done (``jax.block_until_ready``).
+    Each fn must block until its work is done (``jax.block_until_ready``). In a round each
+    fn runs twice in a row: the first call (``cold``) follows another implementation's
+    work, the second (``warm``, the figure reported) follows its own, as the epochs of a
+    training run follow each other. The two differ where a runtime's idle threads must be
+    woken: on this project's 2-core VM, XLA's first call after 0.2 s of other work is about
+    20 ms slower (its threads sleep; OpenBLAS's spin), so both are reported. One untimed
+    warm-up call of each fn (compilation, first-touch allocations) comes first.
+
+    Returns:
+      (warm, cold): implementation name -> the seconds of each round.
     """
     for fn in fns.values():
         fn()
-    times = {name: [] for name in fns}
+    warm = {name: [] for name in fns}
+    cold = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
+            for times in (cold, warm):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return warm, cold
 
 
 def compile_timed(jitted, *args):
@@ -92,6 +105,18 @@ def device_info() -> str:
     dev = jax.devices()[0]
     cpu = platform.processor() or platform.machine()
     return f"{dev.platform}:{dev.device_kind} x{jax.device_count()} ({cpu})"
+
+
+def pixel_dataset(num: int, num_val: int, num_features: int, num_classes: int, seed: int):
+    """CIFAR-like data: random uint8 pixels and labels, preprocessed as the cifar10 configs
+    are (centred on the training mean, times 1/255); val and test are the same rows."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (num + num_val, num_features), dtype=np.uint8)
+    y = rng.integers(0, num_classes, num + num_val, dtype=np.int32)
+    val = (x[num:], y[num:])
+    splits = {"train": (x[:num], y[:num]), "val": val, "test": val}
+    names = [str(c) for c in range(num_classes)]
+    return data.from_splits("random pixels", splits, names, (num_features,), scale=1 / 255)
 
 
 def random_data(num: int, num_features: int, num_classes: int, seed: int):
@@ -138,7 +163,14 @@ def _medians(times: dict[str, list[float]]) -> dict[str, float]:
 
 
 def bench_train(repeats: int) -> dict[str, Any]:
-    """One epoch of SGD momentum: scorelab's jitted epoch vs the numpy trainer."""
+    """One epoch of SGD momentum on CIFAR-like pixels: scorelab's jitted epoch vs the numpy
+    trainer (which reads the preprocessed float32 rows, as the course's code does).
+
+    ``scorelab`` is the epoch as ``train_and_evaluate`` runs it (training, then the epoch's
+    train and val accuracies), on the data as it keeps them (uint8 pixels, made float32
+    after each minibatch gather); ``scorelab_float32_rows`` the same on the float32 rows;
+    ``scorelab_train_epoch`` the training pass alone.
+    """
     n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
     setup = train.Setup(
         d,
@@ -151,9 +183,10 @@ def bench_train(repeats: int) -> dict[str, Any]:
     )
     lr, reg, mu = _LEARNING_RATE.value, _REG.value, _MU.value
     hp = hparams32(learning_rate=lr, reg=reg, mu=mu)
-    x_np, y_np = random_data(n, d, k, _SEED.value)
-    x_val, y_val = random_data(max(1, n // 49), d, k, _SEED.value + 1)
-    dataset = train.Data(*(jax.device_put(a) for a in (x_np, y_np, x_val, y_val)))
+    ds = pixel_dataset(n, max(1, n // 49), d, k, _SEED.value)
+    x_np, y_np = ds.x_train, ds.y_train  # the float32 rows the numpy trainer reads
+    dataset = train.to_device(ds)  # as train_and_evaluate keeps it: uint8 pixels
+    floats = dataset._replace(x_train=jax.device_put(x_np))  # the same rows, as float32
     key = jax.random.key(_SEED.value)
     fresh = lambda: train.init_state(key, hp, setup, n)
 
@@ -162,6 +195,7 @@ def bench_train(repeats: int) -> dict[str, Any]:
     jit_run = jax.jit(functools.partial(train.run_epoch, setup=setup), donate_argnums=0)
     train_epoch, c_train = compile_timed(jit_train, fresh(), hp, dataset.x_train, dataset.y_train)
     run_epoch, c_run = compile_timed(jit_run, fresh(), hp, dataset)
+    run_float, c_float = compile_timed(jit_run, fresh(), hp, floats)
 
     # The same computation twice: 2 epochs from the same init, same minibatches.
     init = fresh()
@@ -181,7 +215,7 @@ def bench_train(repeats: int) -> dict[str, Any]:
             np.max(np.abs(numpy_trainer.weights_kd(model) - w_sl))
         )
 
-    states = {"train": fresh(), "run": fresh()}
+    states = {"train": fresh(), "run": fresh(), "float": fresh()}
     models = {lay: numpy_trainer.init(w0, b0, lay) for lay in numpy_trainer.LAYOUTS}
     rng = np.random.default_rng(_SEED.value)
     steps = train.steps_per_epoch(setup, n)
@@ -200,10 +234,11 @@ def bench_train(repeats: int) -> dict[str, Any]:
     fns = {  # scorelab: the epoch as experiments.train runs it (training + its accuracies)
         "scorelab": sl("run", run_epoch, dataset),
         "scorelab_train_epoch": sl("train", train_epoch, dataset.x_train, dataset.y_train),
+        "scorelab_float32_rows": sl("float", run_float, floats),
         **_numpy_variants(numpy_epoch),
     }
-    times = interleaved(fns, repeats)
-    seconds = _medians(times)
+    times, cold = interleaved(fns, repeats)
+    seconds, cold_seconds = _medians(times), _medians(cold)
     return {
         "shapes": {
             "num_train": n,
@@ -214,9 +249,15 @@ def bench_train(repeats: int) -> dict[str, Any]:
         },
         "seconds": seconds,
         "min_seconds": {m: float(min(t)) for m, t in times.items()},
-        "compile_seconds": {"scorelab": c_run, "scorelab_train_epoch": c_train},
+        "cold_seconds": cold_seconds,
+        "compile_seconds": {
+            "scorelab": c_run,
+            "scorelab_train_epoch": c_train,
+            "scorelab_float32_rows": c_float,
+        },
         "loss_after_2_epochs": check,
         "scorelab_over_numpy": seconds["scorelab"] / seconds["numpy"],
+        "cold_scorelab_over_numpy": cold_seconds["scorelab"] / cold_seconds["numpy"],
     }
 
 
@@ -241,10 +282,10 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
         batch_size=_BATCH_SIZE.value,
         train_eval_size=min(1000, n),
     )
-    x_np, y_np = random_data(n, d, k, _SEED.value)
-    xv_np, yv_np = random_data(_NUM_VAL.value, d, k, _SEED.value + 1)
+    ds = pixel_dataset(n, _NUM_VAL.value, d, k, _SEED.value)
+    x_np, y_np, xv_np, yv_np = ds.x_train, ds.y_train, ds.x_val, ds.y_val
     mesh = sharding.trial_mesh()
-    dataset = sharding.replicate(train.Data(x_np, y_np, xv_np, yv_np), mesh)
+    dataset = sharding.replicate(train.to_device(ds), mesh)  # as lib.search does
     rng = np.random.default_rng(_SEED.value)
     lrs = 10.0 ** rng.uniform(-4, -2, m)
     regs = 10.0 ** rng.uniform(-5, -2, m)
@@ -280,7 +321,7 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
         return best
 
     fns = {"scorelab": scorelab, "scorelab_own_order": own_order, **_numpy_variants(numpy_loop)}
-    times = interleaved(fns, repeats)
+    times, cold = interleaved(fns, repeats)
     seconds = _medians(times)
     return {
         "shapes": {
@@ -295,6 +336,7 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
         },
         "seconds": seconds,
         "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+        "cold_seconds": _medians(cold),
         "compile_seconds": compile_seconds,
         "numpy_over_scorelab": seconds["numpy"] / seconds["scorelab"],
     }
@@ -348,12 +390,13 @@ def bench_ensemble(repeats: int) -> dict[str, Any]:
         "wide_matmul": lambda: jax.block_until_ready(floor(params, x)),
         **_numpy_variants(numpy_loop),
     }
-    times = interleaved(fns, repeats)
+    times, cold = interleaved(fns, repeats)
     seconds = _medians(times)
     return {
         "shapes": {"members": m, "num_examples": n, "num_features": d, "num_classes": k},
         "seconds": seconds,
         "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+        "cold_seconds": _medians(cold),
         "compile_seconds": {
             "scorelab": c_scorelab,
             "scorelab_wide": c_wide,
@@ -389,7 +432,7 @@ def bench_gradcheck(repeats: int) -> dict[str, Any]:
     """A full float64 finite-difference check of the digits linear softmax model
     (``gradcheck.full_check``: every coordinate, against jax.grad and lib.backprop) vs the
     course's numpy loop over the coordinates."""
-    from lib import data, gradcheck, scores  # noqa: PLC0415
+    from lib import gradcheck, scores  # noqa: PLC0415
 
     ds = data.load("digits")
     x, y, reg = ds.x_train.astype(np.float64), ds.y_train, 1e-3
@@ -418,8 +461,9 @@ def bench_gradcheck(repeats: int) -> dict[str, Any]:
         "scorelab": scorelab_check,
         "numpy_loop": lambda: _numpy_numerical_grad(np_loss, params_np),
     }
-    times = interleaved(fns, repeats)
+    times, cold = interleaved(fns, repeats)
     seconds = {name: float(np.median(t)) for name, t in times.items()}
+    cold_seconds = {name: float(np.median(t)) for name, t in cold.items()}
     return {
         "shapes": {
             "num_params": num_params,
@@ -429,6 +473,7 @@ def bench_gradcheck(repeats: int) -> dict[str, Any]:
         },
         "seconds": seconds,
         "min_seconds": {k_: float(min(t)) for k_, t in times.items()},
+        "cold_seconds": cold_seconds,
         "compile_seconds": {"scorelab": first - seconds["scorelab"]},
         "grades": {r.name: r.grade for r in reports},
     }
@@ -460,12 +505,14 @@ def run(workload: str, repeats: int) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     """The per-implementation medians as an aligned text table, fastest first."""
-    secs = result["seconds"]
+    secs, cold = result["seconds"], result.get("cold_seconds", {})
     lines = [f"{result['workload']}: {result['shapes']}  on {result['device']}"]
+    lines.append(f"  {'':24s} {'warm':>9s}   {'cold':>9s}")
     for name, s in sorted(secs.items(), key=lambda kv: kv[1]):
         compile_s = result.get("compile_seconds", {}).get(name)
         extra = f"  (compile {compile_s:.2f} s)" if compile_s is not None else ""
-        lines.append(f"  {name:24s} {s:9.4f} s{extra}")
+        c = f"{cold[name]:9.4f} s" if name in cold else ""
+        lines.append(f"  {name:24s} {s:9.4f} s {c:>11s}{extra}")
     return "\n".join(lines)
 
 
@@ -477,6 +524,7 @@ def main(argv):
     for key in (
         "loss_after_2_epochs",
         "scorelab_over_numpy",
+        "cold_scorelab_over_numpy",
         "numpy_over_scorelab",
         "scorelab_over_wide_matmul",
         "max_abs_error",

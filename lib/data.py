@@ -6,6 +6,10 @@ into train / val / test, after the notes' preprocessing:
     x <- (x - mean_train) * scale,     mean_train = mean of the TRAINING rows only
 
 The bias stays a separate parameter ``b`` (no bias trick: no column of ones).
+Training sets of integer pixels in [0, 255] (digits, CIFAR-10, MNIST) also keep their raw
+uint8 rows (``Dataset.train_pixels``); training holds those on the device (`Pixels`) and
+applies the same preprocessing to each minibatch after gathering it (`rows`), bit for bit
+the float32 rows with a quarter of the memory traffic.
 Nothing is downloaded at run time; files must already be on disk.
 
 Data sets (``DATASETS``):
@@ -37,7 +41,7 @@ import dataclasses
 import gzip
 import os
 import pickle
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from absl import logging
 import jax
@@ -71,6 +75,12 @@ class Dataset:
         image_shape: the shape one row reshapes to (HWC for colour images).
         mean: float32 (D,) training mean that was subtracted (zeros if not centred).
         name: the data set name, for messages.
+        scale: the factor applied after centring.
+        train_pixels: uint8 (N, D) raw training rows when every raw training value is an
+            integer in [0, 255] (digits, CIFAR-10, MNIST), else None. Then
+            ``(train_pixels - mean) * scale`` in float32 is ``x_train`` bit for bit, and
+            training keeps these on the device instead (`Pixels`): a quarter of the memory
+            and of the traffic of each minibatch gather.
     """
 
     x_train: np.ndarray
@@ -83,6 +93,8 @@ class Dataset:
     image_shape: tuple[int, ...]
     mean: np.ndarray
     name: str = "dataset"
+    scale: float = 1.0
+    train_pixels: np.ndarray | None = None
 
     @property
     def num_features(self) -> int:
@@ -233,13 +245,26 @@ def load(
         splits, class_names, image_shape = _spiral(seed, num_val)
     else:
         splits, class_names, image_shape = _npz(data_dir, seed, num_val)
-    return _preprocess(
+    return from_splits(
         name, splits, class_names, image_shape, num_train=num_train, center=center, scale=scale
     )
 
 
-def _preprocess(name, splits, class_names, image_shape, *, num_train, center, scale):
-    """Validates the splits, keeps num_train, centres on train, scales."""
+def from_splits(
+    name: str,
+    splits: Mapping[str, tuple[Any, Any]],
+    class_names: Sequence[Any],
+    image_shape: Sequence[int],
+    *,
+    num_train: int | None = None,
+    center: bool = True,
+    scale: float = 1.0,
+) -> Dataset:
+    """A `Dataset` from arrays: ``splits`` maps "train", "val", "test" to (x, y).
+
+    Validates the splits (`check_arrays`), keeps the first ``num_train`` training rows,
+    centres every split on the training mean and scales, as `load` does.
+    """
     k = len(class_names)
     checked = {}
     for split in ("train", "val", "test"):
@@ -264,7 +289,9 @@ def _preprocess(name, splits, class_names, image_shape, *, num_train, center, sc
         mean = checked["train"][0].mean(axis=0, dtype=np.float64).astype(np.float32)
     else:
         mean = np.zeros((d,), np.float32)
-    out = {s: ((x - mean) * np.float32(scale), y) for s, (x, y) in checked.items()}
+    out = {s: (preprocess(x, mean, scale), y) for s, (x, y) in checked.items()}
+    raw = checked["train"][0]
+    is_pixels = raw.min() >= 0 and raw.max() <= 255 and np.array_equal(raw, np.rint(raw))
     return Dataset(
         out["train"][0],
         out["train"][1],
@@ -276,7 +303,58 @@ def _preprocess(name, splits, class_names, image_shape, *, num_train, center, sc
         tuple(int(s) for s in image_shape),
         mean,
         name,
+        float(scale),
+        raw.astype(np.uint8) if is_pixels else None,
     )
+
+
+def preprocess(x, mean, scale):
+    """The notes' preprocessing, ``(x - mean) * scale`` in float32, in numpy or in jax.
+
+    The same float32 operations in the same order on both, so the rows computed on the
+    device from `Pixels` are bitwise the rows computed here.
+    """
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    return (x - mean) * (scale if isinstance(scale, jax.Array) else np.float32(scale))
+
+
+class Pixels(NamedTuple):
+    """Rows kept on the device as uint8 pixels: row i means ``preprocess(raw[i], mean, scale)``.
+
+    A training set of pixels (``Dataset.train_pixels``) goes to the device in this form
+    (``train.to_device``). Each minibatch is gathered as 1 byte per feature and turned into
+    float32 after the gather (`rows`), bitwise the float32 rows of ``Dataset.x_train``, with
+    a quarter of the memory traffic (the random-row gather is bound by memory: on a 2-core
+    CPU it took 28 ms of a CIFAR-sized epoch in float32, 15 ms in uint8).
+    """
+
+    raw: Any  # uint8 (N, D)
+    mean: Any  # float32 (D,)
+    scale: Any  # float32 ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.raw.shape
+
+
+def rows(x, index=None):
+    """float32 rows ``x[index]`` (all rows if ``index`` is None) of an array or of `Pixels`.
+
+    ``index`` is an int array or a slice; integer indices must be in bounds (they are
+    gathered without clamping, ``mode="promise_in_bounds"``).
+    """
+    if index is None:
+        index = slice(None)
+
+    def take(a):
+        if isinstance(index, slice):
+            return a[index]
+        return jax.numpy.asarray(a).at[index].get(mode="promise_in_bounds")
+
+    if isinstance(x, Pixels):
+        return preprocess(take(x.raw), x.mean, x.scale)
+    return take(x)
 
 
 def _split(x, y, size, seed, what):

@@ -97,9 +97,13 @@ class Setup:
 
 
 class Data(NamedTuple):
-    """Training and validation arrays, on the device and shared by every vmapped run."""
+    """Training and validation arrays, on the device and shared by every vmapped run.
 
-    x_train: Array
+    ``x_train`` is float32 rows (N, D) or `data.Pixels` (uint8 pixels that mean those
+    rows); read it with ``data.rows``.
+    """
+
+    x_train: Array | data.Pixels
     y_train: Array
     x_val: Array
     y_val: Array
@@ -361,7 +365,7 @@ def evaluate(params: Params, x: Array, y: Array, setup: Setup) -> dict[str, Arra
 def train_epoch(
     state: TrainState,
     hparams,
-    x: Array,
+    x: Array | data.Pixels,
     y: Array,
     setup: Setup,
     order_key: PRNGKey | None = None,
@@ -370,13 +374,16 @@ def train_epoch(
     """One pass over (x, y): returns the new state, mean minibatch loss and update ratio.
 
     Args:
-      state, hparams, x, y, setup: the run and its data.
+      state, hparams, x, y, setup: the run and its data (x: float32 rows or `data.Pixels`,
+        turned into float32 rows after each minibatch gather).
       order_key: the key of the minibatch order (default: the run's own ``state.key``).
         Trials of a sweep share one, so under ``vmap`` each minibatch is gathered once
         for all of them and their products become one wide matrix product.
       epoch: ``state.epoch`` (the default), passed unbatched by ``fit`` for the same reason.
     """
     n = x.shape[0]
+    x_stored = x  # the minibatch path gathers from the stored form (maybe Pixels)
+    x = data.rows(x) if setup.optimizer in FULL_BATCH else None
     epoch = state.epoch if epoch is None else epoch
     order_key = state.key if order_key is None else order_key
     steps = steps_per_epoch(setup, n)
@@ -403,10 +410,8 @@ def train_epoch(
         def apply(params, opt_state, batch, key):
             if setup.optimizer in FULL_BATCH:
                 xb, yb = x, y
-            else:
-                # In bounds by construction: no clamping or fill in the gather.
-                xb = x.at[batch].get(mode="promise_in_bounds")
-                yb = y.at[batch].get(mode="promise_in_bounds")
+            else:  # in bounds by construction: no clamping or fill in the gathers
+                xb, yb = data.rows(x_stored, batch), data.rows(y, batch)
             value, grads = jax.value_and_grad(objective)(params, xb, yb, hparams, setup, key)
             params, opt_state = rule.apply(params, opt_state, grads)
             return value, params, opt_state
@@ -462,8 +467,9 @@ def run_epoch(
     # Every stride-th example, so a training set sorted by class is still sampled evenly.
     n = dataset.x_train.shape[0]
     stride, k = max(1, n // setup.train_eval_size), min(setup.train_eval_size, n)
+    every = slice(None, stride * k, stride)
     m["train_accuracy"] = accuracy(
-        state.params, dataset.x_train[::stride][:k], dataset.y_train[::stride][:k], setup
+        state.params, data.rows(dataset.x_train, every), dataset.y_train[every], setup
     )
     m["val_accuracy"] = accuracy(state.params, dataset.x_val, dataset.y_val, setup)
     return state, m
@@ -507,7 +513,11 @@ def fit(
 
 
 def to_device(ds: data.Dataset) -> Data:
-    return Data(*(jax.device_put(a) for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val)))
+    """The training and validation splits on the device; pixels stay uint8 (`data.Pixels`)."""
+    x_train = ds.x_train
+    if ds.train_pixels is not None:
+        x_train = data.Pixels(ds.train_pixels, ds.mean, np.float32(ds.scale))
+    return jax.device_put(Data(x_train, ds.y_train, ds.x_val, ds.y_val))
 
 
 # ----------------------------------------------------------------------------- experiment

@@ -157,11 +157,13 @@ def _jitted_epoch(setup):
 class HelpersTest(absltest.TestCase):
     def test_interleaved_warms_up_then_alternates(self):
         calls = []
-        times = bench.interleaved(
+        warm, cold = bench.interleaved(
             {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3
         )
-        self.assertEqual(calls, ["a", "b"] * 4)  # 1 warm-up round + 3 timed
-        self.assertEqual({k: len(v) for k, v in times.items()}, {"a": 3, "b": 3})
+        # 1 warm-up round, then 3 rounds of a cold (first) and a warm (second) call each.
+        self.assertEqual(calls, ["a", "b"] + ["a", "a", "b", "b"] * 3)
+        self.assertEqual({k: len(v) for k, v in warm.items()}, {"a": 3, "b": 3})
+        self.assertEqual({k: len(v) for k, v in cold.items()}, {"a": 3, "b": 3})
 
     def test_medians_take_fastest_numpy_as_baseline(self):
         got = bench._medians(
@@ -213,6 +215,7 @@ class EndToEndTest(parameterized.TestCase):
         self.assertIn("scorelab", result["seconds"])
         self.assertIn("scorelab", result["compile_seconds"])
         self.assertTrue(all(s > 0 for s in result["seconds"].values()), result["seconds"])
+        self.assertEqual(set(result["cold_seconds"]), set(result["seconds"]))
         if workload == "train":
             self.assertEqual(result["shapes"]["steps_per_epoch"], 8)
             check = result["loss_after_2_epochs"]
@@ -224,6 +227,7 @@ class EndToEndTest(parameterized.TestCase):
                 {
                     "scorelab",
                     "scorelab_train_epoch",
+                    "scorelab_float32_rows",
                     "numpy",
                     "numpy_dk",
                     "numpy_kd",

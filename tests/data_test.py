@@ -8,6 +8,8 @@ import tempfile
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
 from sklearn import datasets as sk_datasets
 
@@ -147,6 +149,53 @@ class DigitsTest(absltest.TestCase):
         raw = data.load("digits", seed=0, num_val=100, center=False)
         np.testing.assert_array_equal(raw.y_train[:50], ds.y_train)
         chex.assert_trees_all_close(ds.mean, raw.x_train[:50].mean(0), atol=1e-5)
+
+
+class PixelsTest(TmpDirTestCase):
+    """Integer pixels are kept as uint8 and mean, after `rows`, the float32 rows bit for bit."""
+
+    def test_digits_pixels_are_the_float_rows(self):
+        ds = data.load("digits", seed=0, scale=0.3)  # not a power of 2: rounding matters
+        self.assertEqual(ds.train_pixels.dtype, np.uint8)
+        self.assertEqual(ds.train_pixels.shape, ds.x_train.shape)
+        self.assertEqual(ds.scale, 0.3)
+        self.assertGreater(np.abs(ds.mean).max(), 1.0)  # really centred: the test can fail
+        np.testing.assert_array_equal(
+            data.preprocess(ds.train_pixels, ds.mean, ds.scale), ds.x_train
+        )
+        device = jax.device_put(data.Pixels(ds.train_pixels, ds.mean, np.float32(ds.scale)))
+        idx = jnp.array([5, 0, 1078, 5], jnp.int32)
+        np.testing.assert_array_equal(jax.jit(data.rows)(device, idx), ds.x_train[[5, 0, 1078, 5]])
+        np.testing.assert_array_equal(data.rows(device, slice(3, None, 7)), ds.x_train[3::7])
+        np.testing.assert_array_equal(data.rows(device), ds.x_train)
+        self.assertEqual(device.shape, ds.x_train.shape)
+        # Plain float rows go through `rows` unchanged.
+        np.testing.assert_array_equal(
+            data.rows(jnp.asarray(ds.x_train), idx), ds.x_train[[5, 0, 1078, 5]]
+        )
+
+    def test_cifar_pixels(self):
+        folder = self.tmpdir()
+        write_cifar(folder, bytes_keys=True)
+        ds = data.load("cifar10", folder, scale=1 / 255)
+        np.testing.assert_array_equal(
+            data.preprocess(ds.train_pixels, ds.mean, ds.scale), ds.x_train
+        )
+
+    @parameterized.named_parameters(
+        ("integers_0_255_as_float", np.float64, 0, 256, True),
+        ("fractions", np.float32, 0, 1, False),
+        ("above_255", np.int32, 0, 1000, False),
+        ("negative", np.int32, -3, 3, False),
+    )
+    def test_only_integers_in_0_255_are_pixels(self, dtype, lo, hi, pixels):
+        rng = np.random.default_rng(0)
+        x = rng.uniform(lo, hi, (40, 6)) if dtype == np.float32 else rng.integers(lo, hi, (40, 6))
+        path = os.path.join(self.tmpdir(), "d.npz")
+        np.savez(path, x_train=x.astype(dtype), y_train=np.arange(40) % 2)
+        ds = data.load("npz", path)
+        self.assertEqual(ds.train_pixels is not None, pixels)
+        self.assertIsNone(data.load("spiral").train_pixels)
 
 
 class Cifar10Test(TmpDirTestCase):

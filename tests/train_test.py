@@ -431,6 +431,24 @@ class FitTest(parameterized.TestCase):
             )
             np.testing.assert_allclose(h["val_accuracy"], hist["val_accuracy"][i])
 
+    @parameterized.parameters("momentum", "lbfgs")
+    def test_pixels_train_as_the_float_rows_bitwise(self, optimizer):
+        """Training on uint8 pixels (gathered, then made float) is training on the rows."""
+        ds = data.load("digits", scale=1 / 17, num_train=200)  # 1/17: rounding matters
+        pixels = train.to_device(ds)
+        self.assertIsInstance(pixels.x_train, data.Pixels)  # digits are pixels
+        floats = pixels._replace(x_train=jnp.asarray(ds.x_train))
+        setup = train.Setup(**self.dims, optimizer=optimizer, num_epochs=2, batch_size=50)
+        fit = jax.jit(train.fit, static_argnums=3)
+        hp = {"learning_rate": 0.05, "reg": 1e-3}
+        got = fit(jax.random.key(0), hp, pixels, setup)
+        want = fit(jax.random.key(0), hp, floats, setup)
+        self.assertGreater(got[1]["train_accuracy"][-1], 0.5)  # it trained
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+                a, b = jax.random.key_data(a), jax.random.key_data(b)
+            np.testing.assert_array_equal(a, b)
+
     def test_validate_checks_traced_free_ranges(self):
         setup = train.Setup(**self.dims)
         for name, value in (("mu", 1.0), ("dropout", 1.0), ("beta2", -0.1), ("eps", 0.0)):
