@@ -3,13 +3,14 @@ r"""Side-by-side timings: scorelab against the course's numpy code, in one proce
   python -m experiments.bench --workload=train|sweep|ensemble|gradcheck [--json]
 
 Every implementation of a workload is warmed up (compiled) first, then timed in interleaved
-rounds (A, B, C, A, B, C, ...) so that a noisy machine slows them alike; the figures are the
-medians over ``--repeats`` rounds. Compile time is measured apart: ``lower().compile()``, or
+rounds (A, A, B, B, C, C, A, A, ...) so that a noisy machine slows them alike; the figures
+are the medians over ``--repeats`` rounds of each implementation's second call in a round
+(``seconds``, "warm") and of its first (``cold_seconds``; see `interleaved`). Compile time is measured apart: ``lower().compile()``, or
 where scorelab's entry is a host-level call (sweep: ``sharding.fit_trials``; ensemble:
 ``ensemble.stacked_scores``) the time of its first call (compile + one run).
 With ``--json`` the last line printed is one JSON object: ``workload``, ``shapes``,
 ``device``, ``seconds`` (implementation -> median seconds; scorelab's own entry is
-``scorelab``), ``compile_seconds`` and workload-specific checks.
+``scorelab``), ``cold_seconds``, ``compile_seconds`` and workload-specific checks.
 
 numpy's speed depends on OpenBLAS's kernel and threads: the ``blas`` entry records what
 threadpoolctl reports, and the numpy variants are timed with the default thread count and
