@@ -290,8 +290,10 @@ def from_splits(
     else:
         mean = np.zeros((d,), np.float32)
     out = {s: (preprocess(x, mean, scale), y) for s, (x, y) in checked.items()}
-    raw = checked["train"][0]
-    is_pixels = raw.min() >= 0 and raw.max() <= 255 and np.array_equal(raw, np.rint(raw))
+    raw, pixels = checked["train"][0], None
+    if raw.min() >= 0 and raw.max() <= 255:
+        pixels = raw.astype(np.uint8)  # truncates: equal to raw only for integers
+        pixels = pixels if np.array_equal(pixels, raw) else None
     return Dataset(
         out["train"][0],
         out["train"][1],
@@ -304,7 +306,7 @@ def from_splits(
         mean,
         name,
         float(scale),
-        raw.astype(np.uint8) if is_pixels else None,
+        pixels,
     )
 
 
