@@ -449,6 +449,50 @@ class FitTest(parameterized.TestCase):
                 a, b = jax.random.key_data(a), jax.random.key_data(b)
             np.testing.assert_array_equal(a, b)
 
+    @parameterized.parameters("softmax", "hinge")
+    def test_row_blocks_compute_the_same_objective(self, loss):
+        """Scores in row blocks (train.ROW_BLOCKS): the same loss and gradient as one block."""
+        setup = train.Setup(**self.dims, loss=loss)
+        kw, kb = jax.random.split(jax.random.key(3))
+        params = {  # scores of order 1, so a block out of place would change the loss
+            "W": 0.1 * jax.random.normal(kw, (self.dims["num_classes"], self.dims["num_features"])),
+            "b": 0.1 * jax.random.normal(kb, (self.dims["num_classes"],)),
+        }
+        x, y = data.rows(self.data.x_train), self.data.y_train  # 200 rows
+        hp = {"reg": jnp.float32(1e-2)}
+        value_and_grad = jax.jit(
+            jax.value_and_grad(train.objective), static_argnames=("setup", "row_blocks")
+        )
+        want = value_and_grad(params, x, y, hp, setup)
+        for blocks in (2, 4, 8):
+            got = value_and_grad(params, x, y, hp, setup, row_blocks=blocks)
+            chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-7)
+
+        def products(n, blocks):
+            jaxpr = jax.make_jaxpr(
+                lambda p: train.objective(p, x[:n], y[:n], hp, setup, row_blocks=blocks)
+            )(params)
+            return sum(e.primitive.name == "dot_general" for e in jaxpr.eqns)
+
+        self.assertEqual(products(200, 2), 2)
+        self.assertEqual(products(199, 2), 1)  # rows that do not divide evenly: one block
+
+    def test_row_blocks_train_as_one_block(self):
+        """A single run's epochs on pixels (2 row blocks by default) train as with 1 block."""
+        self.assertIsInstance(self.data.x_train, data.Pixels)
+        setup = train.Setup(**self.dims, optimizer="momentum", batch_size=50)
+        epoch = jax.jit(train.run_epoch, static_argnames=("setup", "row_blocks"))
+        hp = {**train.DEFAULT_HPARAMS, "learning_rate": 0.05, "reg": 1e-3}
+        runs = {}
+        for blocks in (train.ROW_BLOCKS, 1):
+            state = train.init_state(jax.random.key(0), hp, setup, 200)
+            for _ in range(3):
+                state, m = epoch(state, hp, self.data, setup=setup, row_blocks=blocks)
+            runs[blocks] = (state.params, m)
+        self.assertGreater(train.ROW_BLOCKS, 1)
+        self.assertGreater(runs[1][1]["train_accuracy"], 0.5)  # it trained
+        chex.assert_trees_all_close(runs[train.ROW_BLOCKS], runs[1], rtol=1e-5, atol=1e-6)
+
     def test_validate_checks_traced_free_ranges(self):
         setup = train.Setup(**self.dims)
         for name, value in (("mu", 1.0), ("dropout", 1.0), ("beta2", -0.1), ("eps", 0.0)):
