@@ -1,6 +1,6 @@
 r"""Side-by-side timings: scorelab against the course's numpy code, in one process.
 
-  python -m experiments.bench --workload=train|sweep|ensemble|gradcheck [--json]
+  python -m experiments.bench --workload=train|sweep|ensemble|gradcheck [--json] [--profile]
 
 Every implementation of a workload is warmed up (compiled) first, then timed in interleaved
 rounds (A, A, B, B, C, C, A, A, ...) so that a noisy machine slows them alike; the figures
@@ -11,6 +11,7 @@ where scorelab's entry is a host-level call (sweep: ``sharding.fit_trials``; ens
 With ``--json`` the last line printed is one JSON object: ``workload``, ``shapes``,
 ``device``, ``seconds`` (implementation -> median seconds; scorelab's own entry is
 ``scorelab``), ``cold_seconds``, ``compile_seconds`` and workload-specific checks.
+``--profile`` adds ``profile``: where scorelab's time goes, XLA op by op (`profile_ops`).
 
 numpy's speed depends on OpenBLAS's kernel and threads: the ``blas`` entry records what
 threadpoolctl reports, and the numpy variants are timed with the default thread count and
@@ -21,9 +22,12 @@ machines that set OPENBLAS_CORETYPE, run the command once more under
 
 from __future__ import annotations
 
+import collections
 import functools
+import glob
 import json
 import platform
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -55,6 +59,9 @@ _NUM_VAL = flags.DEFINE_integer("num_val", 1000, "sweep: validation examples.")
 _MEMBERS = flags.DEFINE_integer("members", 16, "ensemble: linear members.")
 _ENSEMBLE_N = flags.DEFINE_integer("ensemble_n", 10000, "ensemble: examples scored.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random data and of the models.")
+_PROFILE = flags.DEFINE_bool(
+    "profile", False, "Also trace scorelab's calls and report its time per XLA op."
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -68,10 +75,12 @@ def interleaved(
     Each fn must block until its work is done (``jax.block_until_ready``). In a round each
     fn runs twice in a row: the first call (``cold``) follows another implementation's
     work, the second (``warm``, the figure reported) follows its own, as the epochs of a
-    training run follow each other. The two differ where a runtime's idle threads must be
-    woken: on this project's 2-core VM, XLA's first call after 0.2 s of other work is about
-    20 ms slower (its threads sleep; OpenBLAS's spin), so both are reported. One untimed
-    warm-up call of each fn (compilation, first-touch allocations) comes first.
+    training run follow each other. On this project's 2-core VM, XLA's first call after
+    other work is slower: a CIFAR-sized epoch by about 5 ms after 0.3 s idle and by 15-25 ms
+    after 0.3 s of a Python loop or of numpy's products. numpy shows no such penalty
+    (OpenBLAS's threads spin between calls). The cause (the runtime's parked threads, the
+    VM's scheduling of idle vCPUs) is not pinned down, so both figures are reported. One
+    untimed warm-up call of each fn (compilation, first-touch allocations) comes first.
 
     Returns:
       (warm, cold): implementation name -> the seconds of each round.
@@ -87,6 +96,35 @@ def interleaved(
                 fn()
                 times[name].append(time.perf_counter() - t0)
     return warm, cold
+
+
+def profile_ops(fn: Callable[[], Any], calls: int = 3, top: int = 12) -> list[dict[str, Any]]:
+    """Where ``fn``'s time goes: a ``jax.profiler`` trace of ``calls`` calls, op by op.
+
+    Returns the ``top`` XLA ops (fusions, products, sorts, ...) by time, each with its
+    milliseconds and count per call. The times are summed over the runtime's threads:
+    ops that ran side by side on different cores both count, so they may add up to more
+    than the wall time. Python and the runtime's own bookkeeping events are left out.
+    """
+    fn()  # warm: the trace shows a call like the timed ones
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            for _ in range(calls):
+                fn()
+        (path,) = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
+        profile = jax.profiler.ProfileData.from_file(path)
+    ms, count = collections.defaultdict(float), collections.Counter()
+    skip = ("ThunkExecutor", "ThreadpoolListener", "SlinkyThreadPool", "end: ")
+    for plane in profile.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_XLA"):  # the XLA runtime's worker threads
+                continue
+            for event in line.events:
+                if not event.name.startswith(skip):
+                    ms[event.name] += event.duration_ns / 1e6 / calls
+                    count[event.name] += 1
+    ranked = sorted(ms, key=ms.get, reverse=True)[:top]
+    return [{"op": op, "ms": ms[op], "count": count[op] / calls} for op in ranked]
 
 
 def compile_timed(jitted, *args):
@@ -163,7 +201,7 @@ def _medians(times: dict[str, list[float]]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- workloads
 
 
-def bench_train(repeats: int) -> dict[str, Any]:
+def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
     """One epoch of SGD momentum on CIFAR-like pixels: scorelab's jitted epoch vs the numpy
     trainer (which reads the preprocessed float32 rows, as the course's code does).
 
@@ -259,10 +297,10 @@ def bench_train(repeats: int) -> dict[str, Any]:
         "loss_after_2_epochs": check,
         "scorelab_over_numpy": seconds["scorelab"] / seconds["numpy"],
         "cold_scorelab_over_numpy": cold_seconds["scorelab"] / cold_seconds["numpy"],
-    }
+    }, fns
 
 
-def bench_sweep(repeats: int) -> dict[str, Any]:
+def bench_sweep(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
     """``sweep_configs`` learning rates x regs, ``sweep_epochs`` epochs each: scorelab as
     lib.search runs a batch of trials, ``sharding.fit_trials(seeds, rows, data, setup,
     order_seed=...)`` (one seed per configuration, one shared minibatch order), vs a numpy
@@ -340,10 +378,10 @@ def bench_sweep(repeats: int) -> dict[str, Any]:
         "cold_seconds": _medians(cold),
         "compile_seconds": compile_seconds,
         "numpy_over_scorelab": seconds["numpy"] / seconds["scorelab"],
-    }
+    }, fns
 
 
-def bench_ensemble(repeats: int) -> dict[str, Any]:
+def bench_ensemble(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
     """Class scores (M, N, K) of ``members`` linear models, five ways.
 
     ``scorelab`` is what ``lib.ensemble.evaluate`` runs for a group of linear members:
@@ -406,7 +444,7 @@ def bench_ensemble(repeats: int) -> dict[str, Any]:
         },
         "max_abs_error": error,
         "scorelab_over_wide_matmul": seconds["scorelab"] / seconds["wide_matmul"],
-    }
+    }, fns
 
 
 def _numpy_numerical_grad(loss_fn, params: dict[str, np.ndarray], h: float = 1e-5):
@@ -429,7 +467,7 @@ def _numpy_numerical_grad(loss_fn, params: dict[str, np.ndarray], h: float = 1e-
     return grads
 
 
-def bench_gradcheck(repeats: int) -> dict[str, Any]:
+def bench_gradcheck(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
     """A full float64 finite-difference check of the digits linear softmax model
     (``gradcheck.full_check``: every coordinate, against jax.grad and lib.backprop) vs the
     course's numpy loop over the coordinates."""
@@ -477,7 +515,7 @@ def bench_gradcheck(repeats: int) -> dict[str, Any]:
         "cold_seconds": cold_seconds,
         "compile_seconds": {"scorelab": first - seconds["scorelab"]},
         "grades": {r.name: r.grade for r in reports},
-    }
+    }, fns
 
 
 BENCHES = {
@@ -488,13 +526,15 @@ BENCHES = {
 }
 
 
-def run(workload: str, repeats: int) -> dict[str, Any]:
-    """Runs one workload; returns the JSON-ready result dict."""
+def run(workload: str, repeats: int, profile: bool = False) -> dict[str, Any]:
+    """Runs one workload; returns the JSON-ready result dict (with ``profile`` if asked)."""
     if workload not in BENCHES:
         raise ValueError(f"unknown workload {workload!r}; valid: {', '.join(WORKLOADS)}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    result = BENCHES[workload](repeats)
+    result, fns = BENCHES[workload](repeats)
+    if profile:
+        result["profile"] = profile_ops(fns["scorelab"])
     return {
         "workload": workload,
         **result,
@@ -520,7 +560,7 @@ def format_table(result: dict[str, Any]) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    result = run(_WORKLOAD.value, _REPEATS.value)
+    result = run(_WORKLOAD.value, _REPEATS.value, _PROFILE.value)
     print(format_table(result))
     for key in (
         "loss_after_2_epochs",
@@ -534,6 +574,10 @@ def main(argv):
         if key in result:
             print(f"  {key}: {result[key]}")
     print(f"  blas: {result['blas']}")
+    if "profile" in result:
+        print("  scorelab per call, by XLA op (thread time; ops on different cores overlap):")
+        for row in result["profile"]:
+            print(f"    {row['ms']:8.2f} ms  x{row['count']:<6g} {row['op']}")
     if _JSON.value:
         print(json.dumps(result, sort_keys=True))
 

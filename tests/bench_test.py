@@ -177,6 +177,20 @@ class HelpersTest(absltest.TestCase):
             got, {"scorelab": 2.0, "numpy_dk": 5.0, "numpy_kd_1thread": 3.5, "numpy": 3.5}
         )
 
+    def test_profile_ops_names_the_xla_ops(self):
+        """The trace of a jitted sort and product shows both ops, once per call."""
+        f = jax.jit(lambda x: jnp.sort(x) @ jnp.sort(x, axis=0))
+        x = jax.random.normal(jax.random.key(0), (256, 256))
+        rows = bench.profile_ops(lambda: jax.block_until_ready(f(x)), calls=2)
+        self.assertTrue(rows)
+        ops = {row["op"]: row for row in rows}
+        self.assertTrue(any(op.startswith("sort") for op in ops), list(ops))
+        self.assertTrue(any("dot" in op or "fusion" in op for op in ops), list(ops))
+        for row in rows:
+            self.assertGreater(row["ms"], 0)
+            self.assertGreaterEqual(row["count"], 1)
+        self.assertEqual(rows, sorted(rows, key=lambda r: -r["ms"]))
+
     def test_unknown_workload(self):
         with self.assertRaisesRegex(ValueError, "unknown workload 'fast'; valid: train, sweep"):
             bench.run("fast", 1)
@@ -216,6 +230,7 @@ class EndToEndTest(parameterized.TestCase):
         self.assertIn("scorelab", result["compile_seconds"])
         self.assertTrue(all(s > 0 for s in result["seconds"].values()), result["seconds"])
         self.assertEqual(set(result["cold_seconds"]), set(result["seconds"]))
+        self.assertNotIn("profile", result)  # only with --profile
         if workload == "train":
             self.assertEqual(result["shapes"]["steps_per_epoch"], 8)
             check = result["loss_after_2_epochs"]
@@ -246,6 +261,22 @@ class EndToEndTest(parameterized.TestCase):
         if workload == "gradcheck":
             self.assertEqual(result["shapes"]["num_params"], 650)
             self.assertEqual(set(result["grades"].values()), {"good"})
+
+    def test_profile_flag(self):
+        out = subprocess.run(
+            [sys.executable, "-m", "experiments.bench", "--workload=train", "--json", "--profile"]
+            + TINY,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertIn("by XLA op", out.stdout)
+        profile = json.loads(out.stdout.strip().splitlines()[-1])["profile"]
+        self.assertTrue(profile)
+        self.assertEqual(set(profile[0]), {"op", "ms", "count"})
 
 
 if __name__ == "__main__":
