@@ -304,7 +304,10 @@ def bench_sweep(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
     """``sweep_configs`` learning rates x regs, ``sweep_epochs`` epochs each: scorelab as
     lib.search runs a batch of trials, ``sharding.fit_trials(seeds, rows, data, setup,
     order_seed=...)`` (one seed per configuration, one shared minibatch order), vs a numpy
-    loop over the configurations.
+    loop over the configurations. ``matmul_2048`` times one 2048^3 float32 product: its
+    rate (``peak_gflops``) bounds the sweep from below (``floor_seconds``: the sweep's
+    ``products_gflop`` at that rate; ``numpy_over_floor``: the most any implementation of
+    these products could gain over the numpy loop here).
 
     The ``scorelab`` time is the whole call: stacking and padding the hparams to the device
     count, placing them on the trial mesh, the vmapped ``fit`` and the copy of the final
@@ -359,9 +362,22 @@ def bench_sweep(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
                 best = max(best, numpy_trainer.accuracy(model, xv_np, yv_np))
         return best
 
-    fns = {"scorelab": scorelab, "scorelab_own_order": own_order, **_numpy_variants(numpy_loop)}
+    # The floor: the sweep's products (forward and dW per step, the accuracies' forward
+    # passes per epoch) at the float32 rate of a large square product on this device.
+    side = 2048
+    square = jax.device_put(np.ones((side, side), np.float32))
+    peak_product = jax.jit(lambda a: a @ a)
+    fns = {
+        "scorelab": scorelab,
+        "scorelab_own_order": own_order,
+        f"matmul_{side}": lambda: jax.block_until_ready(peak_product(square)),
+        **_numpy_variants(numpy_loop),
+    }
     times, cold = interleaved(fns, repeats)
     seconds = _medians(times)
+    eval_rows = setup.train_eval_size + _NUM_VAL.value
+    flop = 2 * d * k * m * setup.num_epochs * (2 * steps * setup.batch_size + eval_rows)
+    peak = 2 * side**3 / seconds[f"matmul_{side}"]
     return {
         "shapes": {
             "configs": m,
@@ -378,6 +394,10 @@ def bench_sweep(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
         "cold_seconds": _medians(cold),
         "compile_seconds": compile_seconds,
         "numpy_over_scorelab": seconds["numpy"] / seconds["scorelab"],
+        "products_gflop": flop / 1e9,
+        "peak_gflops": peak / 1e9,
+        "floor_seconds": flop / peak,
+        "numpy_over_floor": seconds["numpy"] * peak / flop,
     }, fns
 
 
@@ -567,6 +587,10 @@ def main(argv):
         "scorelab_over_numpy",
         "cold_scorelab_over_numpy",
         "numpy_over_scorelab",
+        "products_gflop",
+        "peak_gflops",
+        "floor_seconds",
+        "numpy_over_floor",
         "scorelab_over_wide_matmul",
         "max_abs_error",
         "grades",

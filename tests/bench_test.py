@@ -252,6 +252,14 @@ class EndToEndTest(parameterized.TestCase):
             )
         if workload == "sweep":
             self.assertEqual(set(result["compile_seconds"]), {"scorelab", "scorelab_own_order"})
+            # 3 configs x 2 epochs; per epoch 4 steps of a forward and a dW product (2 x 50
+            # rows each) and the accuracies' forward passes (200 train + 50 val rows).
+            flop = 2 * 32 * 4 * 3 * 2 * (4 * 2 * 50 + 250)
+            self.assertAlmostEqual(result["products_gflop"], flop / 1e9)
+            self.assertIn("matmul_2048", result["seconds"])
+            self.assertAlmostEqual(
+                result["floor_seconds"], flop / (result["peak_gflops"] * 1e9), places=12
+            )
         if workload == "ensemble":
             self.assertLess(result["max_abs_error"], 1e-5)
             self.assertLessEqual(
