@@ -402,14 +402,16 @@ def bench_sweep(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
 
 
 def bench_ensemble(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
-    """Class scores (M, N, K) of ``members`` linear models, five ways.
+    """Class scores (M, N, K) of ``members`` linear models, six ways.
 
     ``scorelab`` is what ``lib.ensemble.evaluate`` runs for a group of linear members:
     ``ensemble.stacked_scores`` on the device-resident rows (one wide product
-    ``x @ [W_1; ...; W_M]^T`` through ``member_scores_linear_wide``, the scores copied back to
+    ``[W_1; ...; W_M] x^T`` through ``member_scores_linear_wide``, the scores copied back to
     the host). ``scorelab_wide`` is the jitted product alone, ``scorelab_vmap`` the plain
-    ``jax.vmap`` of the score function (``member_scores``), ``wide_matmul`` the floor (one
-    (N, D) x (D, M*K) product and nothing else), and a numpy loop over the members.
+    ``jax.vmap`` of the score function (``member_scores``), ``wide_matmul`` and
+    ``wide_matmul_wx`` the floor (one (N, D) x (D, M*K) product and nothing else, in its two
+    orientations; ``scorelab_over_wide_matmul`` is against the faster), and a numpy loop
+    over the members.
     """
     m, n, d, k = _MEMBERS.value, _ENSEMBLE_N.value, _NUM_FEATURES.value, _NUM_CLASSES.value
     x_np, _ = random_data(n, d, k, _SEED.value)
@@ -424,6 +426,10 @@ def bench_ensemble(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[],
     def wide_matmul(p, x):  # the floor: one (N, D) x (D, M*K) product, nothing else
         return x @ p["W"].reshape(m * k, d).T + p["b"].reshape(m * k)
 
+    def wide_matmul_wx(p, x):  # the same product, oriented (M*K, D) x (D, N)
+        wide = jax.lax.dot_general(p["W"].reshape(m * k, d), x, (((1,), (1,)), ((), ())))
+        return wide + p["b"].reshape(m * k, 1)
+
     t0 = time.perf_counter()
     got = ensemble.stacked_scores([group], x)  # compiles its program: the first call
     c_scorelab = time.perf_counter() - t0
@@ -432,6 +438,7 @@ def bench_ensemble(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[],
     )
     wide, c_wide = compile_timed(jax.jit(ensemble.member_scores_linear_wide), params, x)
     floor, c_floor = compile_timed(jax.jit(wide_matmul), params, x)
+    floor_wx, c_floor_wx = compile_timed(jax.jit(wide_matmul_wx), params, x)
     want = np.einsum("nd,mkd->mnk", x_np, params_np["W"]) + params_np["b"][:, None, :]
     error = max(float(np.max(np.abs(a - want))) for a in (got, np.asarray(vmapped(params, x))))
 
@@ -447,6 +454,7 @@ def bench_ensemble(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[],
         "scorelab_wide": lambda: jax.block_until_ready(wide(params, x)),
         "scorelab_vmap": lambda: jax.block_until_ready(vmapped(params, x)),
         "wide_matmul": lambda: jax.block_until_ready(floor(params, x)),
+        "wide_matmul_wx": lambda: jax.block_until_ready(floor_wx(params, x)),
         **_numpy_variants(numpy_loop),
     }
     times, cold = interleaved(fns, repeats)
@@ -461,9 +469,11 @@ def bench_ensemble(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[],
             "scorelab_wide": c_wide,
             "scorelab_vmap": c_vmap,
             "wide_matmul": c_floor,
+            "wide_matmul_wx": c_floor_wx,
         },
         "max_abs_error": error,
-        "scorelab_over_wide_matmul": seconds["scorelab"] / seconds["wide_matmul"],
+        "scorelab_over_wide_matmul": seconds["scorelab"]
+        / min(seconds["wide_matmul"], seconds["wide_matmul_wx"]),
     }, fns
 
 

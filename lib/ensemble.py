@@ -82,8 +82,10 @@ def member_scores_linear_wide(stacked_params: Params, x: Array) -> Array:
             f"x has {x.shape[1]} features but the members' W is {w.shape} "
             f"(M, K, D); give x with {d} features"
         )
-    wide = x @ w.reshape(m * k, d).T + b.reshape(m * k)  # (N, M*K)
-    return jnp.transpose(wide.reshape(x.shape[0], m, k), (1, 0, 2))
+    # [W_1; ...; W_M] x^T, (M*K, N): the weights on the left, as scores.affine computes
+    # (the faster orientation of this product on XLA's CPU backend).
+    wide = jax.lax.dot_general(w.reshape(m * k, d), x, (((1,), (1,)), ((), ())))
+    return jnp.transpose(wide.reshape(m, k, x.shape[0]), (0, 2, 1)) + b[:, None, :]
 
 
 def combine(scores: Array, how: str = "proba") -> Array:
