@@ -208,7 +208,8 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
     ``scorelab`` is the epoch as ``train_and_evaluate`` runs it (training, then the epoch's
     train and val accuracies), on the data as it keeps them (uint8 pixels, made float32
     after each minibatch gather); ``scorelab_float32_rows`` the same on the float32 rows;
-    ``scorelab_train_epoch`` the training pass alone.
+    ``scorelab_one_block`` the same without row blocks (``row_blocks=1``, see
+    ``train.ROW_BLOCKS``); ``scorelab_train_epoch`` the training pass alone.
     """
     n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
     setup = train.Setup(
@@ -235,6 +236,10 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
     train_epoch, c_train = compile_timed(jit_train, fresh(), hp, dataset.x_train, dataset.y_train)
     run_epoch, c_run = compile_timed(jit_run, fresh(), hp, dataset)
     run_float, c_float = compile_timed(jit_run, fresh(), hp, floats)
+    jit_one_block = jax.jit(
+        functools.partial(train.run_epoch, setup=setup, row_blocks=1), donate_argnums=0
+    )
+    run_one_block, c_one_block = compile_timed(jit_one_block, fresh(), hp, dataset)
 
     # The same computation twice: 2 epochs from the same init, same minibatches.
     init = fresh()
@@ -254,7 +259,7 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
             np.max(np.abs(numpy_trainer.weights_kd(model) - w_sl))
         )
 
-    states = {"train": fresh(), "run": fresh(), "float": fresh()}
+    states = {"train": fresh(), "run": fresh(), "float": fresh(), "one_block": fresh()}
     models = {lay: numpy_trainer.init(w0, b0, lay) for lay in numpy_trainer.LAYOUTS}
     rng = np.random.default_rng(_SEED.value)
     steps = train.steps_per_epoch(setup, n)
@@ -274,6 +279,7 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
         "scorelab": sl("run", run_epoch, dataset),
         "scorelab_train_epoch": sl("train", train_epoch, dataset.x_train, dataset.y_train),
         "scorelab_float32_rows": sl("float", run_float, floats),
+        "scorelab_one_block": sl("one_block", run_one_block, dataset),
         **_numpy_variants(numpy_epoch),
     }
     times, cold = interleaved(fns, repeats)
@@ -293,6 +299,7 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
             "scorelab": c_run,
             "scorelab_train_epoch": c_train,
             "scorelab_float32_rows": c_float,
+            "scorelab_one_block": c_one_block,
         },
         "loss_after_2_epochs": check,
         "scorelab_over_numpy": seconds["scorelab"] / seconds["numpy"],

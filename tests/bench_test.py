@@ -243,6 +243,7 @@ class EndToEndTest(parameterized.TestCase):
                     "scorelab",
                     "scorelab_train_epoch",
                     "scorelab_float32_rows",
+                    "scorelab_one_block",
                     "numpy",
                     "numpy_dk",
                     "numpy_kd",
