@@ -76,11 +76,11 @@ def interleaved(
     fn runs twice in a row: the first call (``cold``) follows another implementation's
     work, the second (``warm``, the figure reported) follows its own, as the epochs of a
     training run follow each other. On this project's 2-core VM, XLA's first call after
-    other work is slower: a CIFAR-sized epoch by about 5 ms after 0.3 s idle and by 15-25 ms
-    after 0.3 s of a Python loop or of numpy's products. numpy shows no such penalty
-    (OpenBLAS's threads spin between calls). The cause (the runtime's parked threads, the
-    VM's scheduling of idle vCPUs) is not pinned down, so both figures are reported. One
-    untimed warm-up call of each fn (compilation, first-touch allocations) comes first.
+    other work is slower, by more after busy work (a Python loop, numpy's products) than
+    after idle time; numpy shows no such penalty (OpenBLAS's threads spin between calls).
+    The cause (the runtime's parked threads, the VM's scheduling of idle vCPUs) is not
+    pinned down, so both figures are reported. One untimed warm-up call of each fn
+    (compilation, first-touch allocations) comes first.
 
     Returns:
       (warm, cold): implementation name -> the seconds of each round.
