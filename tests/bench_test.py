@@ -212,10 +212,11 @@ TINY = [
 
 
 class EndToEndTest(parameterized.TestCase):
-    @parameterized.parameters("train", "sweep", "ensemble", "gradcheck")
-    def test_json_line(self, workload):
+    def _bench(self, workload, *flags):
+        """Runs the bench on the TINY shapes; returns (stdout, the JSON result of its last line)."""
         out = subprocess.run(
-            [sys.executable, "-m", "experiments.bench", f"--workload={workload}", "--json", *TINY],
+            [sys.executable, "-m", "experiments.bench", f"--workload={workload}", "--json"]
+            + [*flags, *TINY],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -223,7 +224,11 @@ class EndToEndTest(parameterized.TestCase):
             check=False,
         )
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        return out.stdout, json.loads(out.stdout.strip().splitlines()[-1])
+
+    @parameterized.parameters("train", "sweep", "ensemble", "gradcheck")
+    def test_json_line(self, workload):
+        _, result = self._bench(workload)
         self.assertEqual(result["workload"], workload)
         self.assertIn("cpu", result["device"])
         self.assertIn("scorelab", result["seconds"])
@@ -272,18 +277,9 @@ class EndToEndTest(parameterized.TestCase):
             self.assertEqual(set(result["grades"].values()), {"good"})
 
     def test_profile_flag(self):
-        out = subprocess.run(
-            [sys.executable, "-m", "experiments.bench", "--workload=train", "--json", "--profile"]
-            + TINY,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-        self.assertIn("by XLA op", out.stdout)
-        profile = json.loads(out.stdout.strip().splitlines()[-1])["profile"]
+        stdout, result = self._bench("train", "--profile")
+        self.assertIn("by XLA op", stdout)
+        profile = result["profile"]
         self.assertTrue(profile)
         self.assertEqual(set(profile[0]), {"op", "ms", "count"})
 
