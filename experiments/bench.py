@@ -38,7 +38,7 @@ import numpy as np
 import threadpoolctl
 
 from experiments import numpy_trainer
-from lib import data, ensemble, members, sharding, train
+from lib import data, ensemble, members, scores, sharding, train
 
 WORKLOADS = ("train", "sweep", "ensemble", "gradcheck")
 
@@ -373,7 +373,7 @@ def bench_sweep(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
     # passes per epoch) at the float32 rate of a large square product on this device.
     side = 2048
     square = jax.device_put(np.ones((side, side), np.float32))
-    peak_product = jax.jit(lambda a: a @ a)
+    peak_product = jax.jit(lambda a: jnp.matmul(a, a, precision=scores.PRECISION))
     fns = {
         "scorelab": scorelab,
         "scorelab_own_order": own_order,
@@ -430,11 +430,14 @@ def bench_ensemble(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[],
     x, params = jax.device_put(x_np), jax.device_put(params_np)
     group = members.Group(train.Setup(d, k), params, tuple(f"member {i}" for i in range(m)))
 
-    def wide_matmul(p, x):  # the floor: one (N, D) x (D, M*K) product, nothing else
-        return x @ p["W"].reshape(m * k, d).T + p["b"].reshape(m * k)
+    # The floor: one (N, D) x (D, M*K) product, nothing else, at scorelab's precision.
+    def wide_matmul(p, x):
+        w = p["W"].reshape(m * k, d)
+        return jnp.matmul(x, w.T, precision=scores.PRECISION) + p["b"].reshape(m * k)
 
     def wide_matmul_wx(p, x):  # the same product, oriented (M*K, D) x (D, N)
-        wide = jax.lax.dot_general(p["W"].reshape(m * k, d), x, (((1,), (1,)), ((), ())))
+        w = p["W"].reshape(m * k, d)
+        wide = jax.lax.dot_general(w, x, (((1,), (1,)), ((), ())), precision=scores.PRECISION)
         return wide + p["b"].reshape(m * k, 1)
 
     t0 = time.perf_counter()

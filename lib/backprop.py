@@ -90,9 +90,14 @@ def _hinge_backward(s: Array, y: Array, margin: Scalar) -> tuple[Array, Array]:
     return data_loss, ds
 
 
+def _matmul(a: Array, b: Array) -> Array:
+    """``a @ b`` at full float32 precision on every backend (`scores.PRECISION`)."""
+    return jnp.matmul(a, b, precision=scores.PRECISION)
+
+
 def _linear_backward(params: Params, x: Array, ds: Array, reg: Scalar) -> dict[str, Array]:
     """Backward through ``s = x W^T + b`` plus the L2 fork on W."""
-    dW = ds.T @ x  # (K, N) @ (N, D): local gradient of x W^T is x
+    dW = _matmul(ds.T, x)  # (K, N) @ (N, D): local gradient of x W^T is x
     db = jnp.sum(ds, axis=0)  # bias is broadcast over the batch: sum
     dW = dW + 2.0 * reg * params["W"]  # fork: the regulariser's branch adds
     return {"W": dW, "b": db}
@@ -182,11 +187,11 @@ def two_layer_softmax(
     reg_loss = reg * (jnp.sum(W1**2) + jnp.sum(W2**2))
     loss = data_loss + reg_loss
     # backward
-    dW2 = ds.T @ h  # second affine layer
+    dW2 = _matmul(ds.T, h)  # second affine layer
     db2 = jnp.sum(ds, axis=0)
-    dh = ds @ W2  # (N, K) @ (K, H): upstream gradient into the hidden layer
+    dh = _matmul(ds, W2)  # (N, K) @ (K, H): upstream gradient into the hidden layer
     dz1 = jnp.where(z1 > 0.0, dh, 0.0)  # ReLU gate: pass where open, else 0
-    dW1 = dz1.T @ x  # first affine layer
+    dW1 = _matmul(dz1.T, x)  # first affine layer
     db1 = jnp.sum(dz1, axis=0)
     dW1 = dW1 + 2.0 * reg * W1  # forks: regulariser branches add
     dW2 = dW2 + 2.0 * reg * W2

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import data, members, metrics, plots, settings, train
+from lib import data, members, metrics, plots, scores, settings, train
 from lib.types import Array, Params
 
 COMBINES = ("proba", "scores", "vote")
@@ -84,7 +84,9 @@ def member_scores_linear_wide(stacked_params: Params, x: Array) -> Array:
         )
     # [W_1; ...; W_M] x^T, (M*K, N): the weights on the left, as scores.affine computes
     # (the faster orientation of this product on XLA's CPU backend).
-    wide = jax.lax.dot_general(w.reshape(m * k, d), x, (((1,), (1,)), ((), ())))
+    wide = jax.lax.dot_general(
+        w.reshape(m * k, d), x, (((1,), (1,)), ((), ())), precision=scores.PRECISION
+    )
     return jnp.transpose(wide.reshape(m, k, x.shape[0]), (0, 2, 1)) + b[:, None, :]
 
 

@@ -593,7 +593,7 @@ def make_objective(
     def kinks(params):
         out = []
         if model == "two_layer":  # ReLU pre-activations x W1^T + b1
-            out.append(x @ params["W1"].T + params["b1"])
+            out.append(scores.affine(params["W1"], params["b1"], x, "W1"))
         if loss == "hinge":  # margins s_j - s_y + margin of the wrong classes j != y
             s = score_fn(params, x)
             s_y = jnp.take_along_axis(s, y[:, None], axis=1)

@@ -29,9 +29,16 @@ __all__ = [
     "sigmoid_neuron",
     "MODELS",
     "INITS",
+    "PRECISION",
     "get",
     "get_init",
 ]
+
+
+# Every float32 matrix product in lib/ asks for full float32 precision. It is JAX's
+# default on a CPU; on recent NVIDIA GPUs JAX's default is TF32 (10-bit mantissa inputs)
+# and on TPUs bfloat16 passes, which would make the same code give other numbers there.
+PRECISION = jax.lax.Precision.HIGHEST
 
 
 # --------------------------------------------------------------------------
@@ -81,7 +88,7 @@ def affine(w: Array, b: Array, x: Array, name: str = "W") -> Array:
     # trials, an ensemble's members) XLA's CPU backend then reads the stacked weights as
     # one (M*K, D) operand where they lie; with w on the right it made a transposed copy of
     # them at every step (~7% of a 32-trial sweep, experiments.bench --workload=sweep).
-    return jax.lax.dot_general(w, x, (((1,), (1,)), ((), ()))).T + b
+    return jax.lax.dot_general(w, x, (((1,), (1,)), ((), ())), precision=PRECISION).T + b
 
 
 # --------------------------------------------------------------------------

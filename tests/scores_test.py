@@ -1,4 +1,4 @@
-"""Tests for lib.scores: shapes, inits, numpy transcriptions, dropout, bad input."""
+"""Tests for lib.scores: shapes, inits, numpy transcriptions, dropout, bad input, precision."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lib import scores
+from lib import backprop, ensemble, scores, train
 
 
 def _np_two_layer(params, x):
@@ -177,6 +177,63 @@ class SigmoidNeuronTest(absltest.TestCase):
     def test_bad_shapes(self):
         with self.assertRaisesRegex(ValueError, r"w of shape \(3,\).*got \(2,\)"):
             scores.sigmoid_neuron(jnp.ones(2), jnp.ones(2))
+
+
+def _dot_precisions(fn, *args) -> list:
+    """The ``precision`` of every dot_general in ``fn``'s jaxpr, sub-jaxprs included."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                found.append(eqn.params["precision"])
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                    if hasattr(sub, "eqns"):
+                        walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+class PrecisionTest(parameterized.TestCase):
+    """Every product asks for full float32 (scores.PRECISION): a GPU's default is TF32."""
+
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+
+    def assert_all_highest(self, precisions, at_least):
+        self.assertGreaterEqual(len(precisions), at_least)
+        self.assertEqual(set(precisions), {self.highest})
+
+    @parameterized.product(model=["linear", "two_layer"], optimizer=["momentum", "newton"])
+    def test_training_products(self, model, optimizer):
+        x = jax.random.normal(jax.random.key(0), (16, 6))
+        y = jnp.arange(16) % 3
+        data = train.Data(x, y, x[:4], y[:4])
+        setup = train.Setup(
+            6,
+            3,
+            model,
+            hidden=5,
+            optimizer=optimizer,
+            num_epochs=1,
+            batch_size=4,
+            train_eval_size=4,
+        )
+        precisions = _dot_precisions(lambda k: train.fit(k, {}, data, setup), jax.random.key(1))
+        # Forward and dW per layer, plus the two accuracies' forward passes.
+        self.assert_all_highest(precisions, 4 if model == "linear" else 8)
+
+    def test_backprop_and_ensemble_products(self):
+        x, y = jnp.ones((5, 4)), jnp.arange(5) % 3
+        lin = scores.init_linear(jax.random.key(0), 4, 3)
+        net = scores.init_two_layer(jax.random.key(0), 4, 6, 3)
+        self.assert_all_highest(_dot_precisions(backprop.linear_softmax, lin, x, y, 0.1), 2)
+        self.assert_all_highest(_dot_precisions(backprop.linear_hinge, lin, x, y, 0.1), 2)
+        self.assert_all_highest(_dot_precisions(backprop.two_layer_softmax, net, x, y, 0.1), 5)
+        stacked = jax.tree.map(lambda a: jnp.stack([a, a]), lin)
+        self.assert_all_highest(_dot_precisions(ensemble.member_scores_linear_wide, stacked, x), 1)
 
 
 class LookupTest(absltest.TestCase):
