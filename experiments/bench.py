@@ -38,7 +38,7 @@ import numpy as np
 import threadpoolctl
 
 from experiments import numpy_trainer
-from lib import data, ensemble, members, scores, sharding, train
+from lib import data, ensemble, members, scores, settings, sharding, train
 
 WORKLOADS = ("train", "sweep", "ensemble", "gradcheck")
 
@@ -167,10 +167,10 @@ def random_data(num: int, num_features: int, num_classes: int, seed: int):
 
 
 def hparams32(**overrides) -> dict[str, jax.Array]:
-    return {k: jnp.float32(v) for k, v in {**train.DEFAULT_HPARAMS, **overrides}.items()}
+    return {k: jnp.float32(v) for k, v in {**settings.DEFAULT_HPARAMS, **overrides}.items()}
 
 
-def epoch_batches(state: train.TrainState, n: int, setup: train.Setup, epoch: int) -> np.ndarray:
+def epoch_batches(state: train.TrainState, n: int, setup: settings.Setup, epoch: int) -> np.ndarray:
     """The minibatch indices (steps, B) scorelab's ``train_epoch`` draws for ``epoch`` (0-based)."""
     return np.asarray(train.epoch_batches(state.key, jnp.int32(epoch), n, setup))
 
@@ -212,7 +212,7 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
     ``train.ROW_BLOCKS``); ``scorelab_train_epoch`` the training pass alone.
     """
     n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
-    setup = train.Setup(
+    setup = settings.Setup(
         d,
         k,
         optimizer="momentum",
@@ -323,7 +323,7 @@ def bench_sweep(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
     first call's time (compile + one run), before the timed rounds.
     """
     m, n, d, k = _SWEEP_CONFIGS.value, _SWEEP_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
-    setup = train.Setup(
+    setup = settings.Setup(
         d,
         k,
         optimizer="momentum",
@@ -428,7 +428,7 @@ def bench_ensemble(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[],
         "b": 1e-3 * rng.standard_normal((m, k), dtype=np.float32),
     }
     x, params = jax.device_put(x_np), jax.device_put(params_np)
-    group = members.Group(train.Setup(d, k), params, tuple(f"member {i}" for i in range(m)))
+    group = members.Group(settings.Setup(d, k), params, tuple(f"member {i}" for i in range(m)))
 
     # The floor: one (N, D) x (D, M*K) product, nothing else, at scorelab's precision.
     def wide_matmul(p, x):

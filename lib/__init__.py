@@ -1,8 +1,8 @@
 """scorelab: the classic image-classification pipeline as small pure JAX functions.
 
 Import the modules you need, e.g. ``from lib import scores, losses, backprop, gradcheck,
-updates, data, train, search, ensemble``. The others: ``settings`` (config -> Setup,
-hparams, data), ``space``, ``study`` and ``sharding`` (search spaces; the Optuna study;
-trial batches over devices), ``members`` (ensemble members), ``checkpoints``, ``metrics``
-and ``plots`` (workdir files).
+updates, data, train, search, ensemble``. The others: ``settings`` (a run's Setup and
+hparams, their checks; config -> Setup, hparams, data), ``space``, ``study`` and
+``sharding`` (search spaces; the Optuna study; trial batches over devices), ``members``
+(ensemble members), ``checkpoints``, ``metrics`` and ``plots`` (workdir files).
 """

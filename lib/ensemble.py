@@ -33,10 +33,10 @@ COMBINES = ("proba", "scores", "vote")
 # ----------------------------------------------------------------------------- prediction
 
 
-def _model_name(model: str | train.Setup) -> str:
-    name = model.model if isinstance(model, train.Setup) else model
-    if name not in train.MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(train.MODELS)}")
+def _model_name(model: str | settings.Setup) -> str:
+    name = model.model if isinstance(model, settings.Setup) else model
+    if name not in settings.MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(settings.MODELS)}")
     return name
 
 
@@ -65,10 +65,10 @@ def _check_stacked(stacked_params: Params, x: Array) -> int:
     return sizes.pop()
 
 
-def member_scores(stacked_params: Params, x: Array, model: str | train.Setup) -> Array:
+def member_scores(stacked_params: Params, x: Array, model: str | settings.Setup) -> Array:
     """Class scores of every member, ``jax.vmap`` of the score function: (M, N, K)."""
     _check_stacked(stacked_params, x)
-    setup = train.Setup(1, 1, model=_model_name(model))  # predict reads only the model name
+    setup = settings.Setup(1, 1, model=_model_name(model))  # predict reads only the model name
     return jax.vmap(lambda p: train.predict(p, x, setup))(stacked_params)
 
 
@@ -112,7 +112,7 @@ def combine(scores: Array, how: str = "proba") -> Array:
     return votes + proba * (0.5 / m)  # < one vote: only breaks ties
 
 
-def predict_proba(stacked_params: Params, x: Array, model: str | train.Setup) -> Array:
+def predict_proba(stacked_params: Params, x: Array, model: str | settings.Setup) -> Array:
     """Mean of the members' softmax probabilities, vmapped over the members: (N, K)."""
     return combine(member_scores(stacked_params, x, model), "proba")
 

@@ -47,7 +47,7 @@ class Group(NamedTuple):
       names: one label per member, e.g. ``"seed 2"``, ``"trial 17"``, ``"epoch 30"``.
     """
 
-    setup: train.Setup
+    setup: settings.Setup
     params: Params
     names: tuple[str, ...]
 
@@ -88,7 +88,9 @@ _fit_seeds = jax.jit(jax.vmap(train.fit, in_axes=(0, None, None, None)), static_
 
 
 def _hp32(hparams: dict[str, Any]) -> dict[str, Array]:
-    return {k: jnp.asarray(v, jnp.float32) for k, v in {**train.DEFAULT_HPARAMS, **hparams}.items()}
+    return {
+        k: jnp.asarray(v, jnp.float32) for k, v in {**settings.DEFAULT_HPARAMS, **hparams}.items()
+    }
 
 
 def _check_size(size: int) -> None:
@@ -109,7 +111,7 @@ def _check_finite(history: dict, names: Sequence[str], what: str) -> None:
 
 
 def train_seeds(
-    key: PRNGKey, hparams: dict[str, Any], dataset: train.Data, setup: train.Setup, size: int
+    key: PRNGKey, hparams: dict[str, Any], dataset: train.Data, setup: settings.Setup, size: int
 ) -> tuple[train.TrainState, dict[str, Array]]:
     """Trains ``size`` models from ``jax.random.split(key, size)`` as one vmapped ``fit``.
 
@@ -134,12 +136,13 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     """The complete trials of a sweep workdir, best validation accuracy first.
 
     Reads ``<search_dir>/trials.csv`` as ``lib.search`` writes it: the columns
-    ``search.TRIAL_COLUMNS``, then one column per search-space name (a ``train.CONFIG_PATHS`` name:
-    ``learning_rate``, ``reg``, ``hidden``, ``optimizer``, ...). Rows whose ``status`` is
-    ``complete`` are kept (not ``diverged``). Each returned dict has ``trial`` (``"<trial>
-    (stage <stage>)"``), ``val_accuracy``, ``seed`` (the trial's key is
-    ``jax.random.key(seed)``), ``order_seed`` (its minibatch-order key) and ``fields``
-    (CONFIG_PATHS name -> value: the seed, the epochs and the space's hyperparameters).
+    ``search.TRIAL_COLUMNS``, then one column per search-space name (a
+    ``settings.CONFIG_PATHS`` name: ``learning_rate``, ``reg``, ``hidden``, ``optimizer``,
+    ...). Rows whose ``status`` is ``complete`` are kept (not ``diverged``). Each returned
+    dict has ``trial`` (``"<trial> (stage <stage>)"``), ``val_accuracy``, ``seed`` (the
+    trial's key is ``jax.random.key(seed)``), ``order_seed`` (its minibatch-order key) and
+    ``fields`` (CONFIG_PATHS name -> value: the seed, the epochs and the space's
+    hyperparameters).
     """
     if not search_dir:
         raise ValueError(
@@ -164,7 +167,7 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
         raise ValueError(f"{path} holds no trials; run the sweep first")
     columns = set(rows[0])
     missing = [c for c in search.TRIAL_COLUMNS if c not in columns]
-    unknown = sorted(columns - set(search.TRIAL_COLUMNS) - set(train.CONFIG_PATHS))
+    unknown = sorted(columns - set(search.TRIAL_COLUMNS) - set(settings.CONFIG_PATHS))
     if missing or unknown:
         raise ValueError(
             f"{path} is not a trials.csv of experiments.sweep (missing columns {missing}, "
@@ -206,13 +209,13 @@ def trial_config(base: ml_collections.ConfigDict, trial: dict) -> ml_collections
     """``base`` with a trial's hyperparameters written into their config fields."""
     config = ml_collections.ConfigDict(base.to_dict())
     for name, value in trial["fields"].items():
-        settings.set_field(config, train.CONFIG_PATHS[name], value)
+        settings.set_field(config, settings.CONFIG_PATHS[name], value)
     return config
 
 
 def group_trials(
     trials: Sequence[dict], base: ml_collections.ConfigDict, num_features: int, num_classes: int
-) -> list[tuple[train.Setup, list[dict], list[dict]]]:
+) -> list[tuple[settings.Setup, list[dict], list[dict]]]:
     """Groups trials by structure and minibatch-order seed: [(setup, trials, hparams per
     trial)], first-seen order."""
     groups: dict[tuple, tuple[list, list]] = {}
@@ -220,7 +223,7 @@ def group_trials(
         config = trial_config(base, t)
         setup = settings.setup_from_config(config, num_features, num_classes)
         hp = settings.hparams_from_config(config)
-        train.validate(setup, hp)
+        settings.validate(setup, hp)
         ts, hps = groups.setdefault((setup, t["order_seed"]), ([], []))
         ts.append(t)
         hps.append(hp)
@@ -283,7 +286,7 @@ def from_seeds(
             "source 'ema' needs a running average: set --config.train.ema_decay "
             "in (0, 1), e.g. 0.99"
         )
-    train.validate(setup, hparams, num_train=dataset.x_train.shape[0])
+    settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
     size = config.ensemble.size
     state, history = train_seeds(
         jax.random.key(int(config.seed)), hparams, train.to_device(dataset), setup, size
@@ -304,7 +307,7 @@ def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> lis
     device_data = train.to_device(dataset)
     groups = []
     for setup, ts, hps in group_trials(trials, base, dataset.num_features, dataset.num_classes):
-        train.validate(setup, {}, num_train=dataset.x_train.shape[0])
+        settings.validate(setup, {}, num_train=dataset.x_train.shape[0])
         # As the sweep trained them: fit(key(seed), hp, ..., order_key=key(order_seed)).
         state, history = sharding.fit_trials(
             [t["seed"] for t in ts], hps, device_data, setup, order_seed=ts[0]["order_seed"]

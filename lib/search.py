@@ -96,7 +96,7 @@ def _check_config(config: Any, workdir: str) -> dict:
     dataset = settings.load_data(config)
     setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
     hparams = settings.hparams_from_config(config)
-    train.validate(setup, hparams, num_train=dataset.x_train.shape[0])
+    settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
     check_space(space, setup, stages)
     config_dict = config.to_dict()
     metrics.check_config(workdir, config_dict, "sweep", resumable=_RESUMABLE_CHANGES)
@@ -114,7 +114,7 @@ def _trial_seed(seed: int, stage: int, slot: int) -> int:
     return int(np.random.SeedSequence([seed, stage, slot]).generate_state(1)[0] >> 1)
 
 
-def _setup_for(base: train.Setup, row: Mapping[str, Any], num_epochs: int) -> train.Setup:
+def _setup_for(base: settings.Setup, row: Mapping[str, Any], num_epochs: int) -> settings.Setup:
     return dataclasses.replace(
         base,
         num_epochs=int(row.get("num_epochs", num_epochs)),
@@ -140,7 +140,7 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list
     ``full`` is the stage's full batch size."""
     setup = _setup_for(ctx["setup"], items[0][2], num_epochs)
     rows = [
-        {**ctx["hparams"], **{k: v for k, v in row.items() if k in train.HPARAMS}}
+        {**ctx["hparams"], **{k: v for k, v in row.items() if k in settings.HPARAMS}}
         for _, _, row in items
     ]
     seeds = [_trial_seed(ctx["seed"], stage, slot) for _, slot, _ in items]
@@ -437,7 +437,10 @@ def _best_params(workdir: str, best: dict, ctx: dict):
     if kept is not None and kept[1] == best["trial"]:
         params = kept[2]
     else:
-        row = {**ctx["hparams"], **{k: v for k, v in best["hparams"].items() if k in train.HPARAMS}}
+        row = {
+            **ctx["hparams"],
+            **{k: v for k, v in best["hparams"].items() if k in settings.HPARAMS},
+        }
         state, _ = sharding.fit_trials(
             [best["seed"]], [row], ctx["data"], setup, ctx["mesh"], order_seed=best["order_seed"]
         )
@@ -454,7 +457,7 @@ def _best_params(workdir: str, best: dict, ctx: dict):
 
 def _write_best(workdir: str, best: dict, test_accuracy: float) -> None:
     values = {**best["hparams"], "num_epochs": best["num_epochs"]}
-    overrides = {train.CONFIG_PATHS[k]: v for k, v in values.items()}
+    overrides = {settings.CONFIG_PATHS[k]: v for k, v in values.items()}
     metrics.write_json(
         os.path.join(workdir, "best_hparams.json"),
         {

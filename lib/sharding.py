@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
-from lib import train
+from lib import settings, train
 from lib.types import Params
 
 AXIS = "trials"
@@ -56,10 +56,10 @@ def replicate(dataset: train.Data, mesh: Mesh) -> train.Data:
 
 def full_hparams(rows: Sequence[dict[str, float]]) -> dict[str, np.ndarray]:
     """Stacks per-trial hparam dicts into ``{name: float32 (M,)}`` over every name in
-    ``train.HPARAMS`` (defaults for names a row leaves out)."""
+    ``settings.HPARAMS`` (defaults for names a row leaves out)."""
     return {
         name: np.asarray([row.get(name, default) for row in rows], np.float32)
-        for name, default in train.DEFAULT_HPARAMS.items()
+        for name, default in settings.DEFAULT_HPARAMS.items()
     }
 
 
@@ -67,7 +67,7 @@ def fit_trials(
     seeds: Sequence[int],
     rows: Sequence[dict[str, float]],
     dataset: train.Data,
-    setup: train.Setup,
+    setup: settings.Setup,
     mesh: Mesh | None = None,
     pad_to: int | None = None,
     order_seed: int | None = None,
@@ -76,7 +76,7 @@ def fit_trials(
 
     Args:
       seeds: one integer seed per trial (its key is ``jax.random.key(seed)``).
-      rows: one hparams dict per trial (names from ``train.HPARAMS``).
+      rows: one hparams dict per trial (names from ``settings.HPARAMS``).
       dataset: the shared data (ideally already ``replicate``d over ``mesh``).
       setup: the static structure, the same for every trial of the batch.
       mesh: the device mesh; default ``trial_mesh()``.

@@ -1,6 +1,6 @@
 """Search spaces: parsing and checking ``search.space``, samplers, narrowing, border checks.
 
-A search space maps hyperparameter names (``train.HPARAMS`` plus the structural ``hidden``,
+A search space maps hyperparameter names (``settings.HPARAMS`` plus the structural ``hidden``,
 ``num_epochs``, ``optimizer``) to a :class:`Dim`: a range on a ``log`` or ``linear`` scale,
 or a tuple of choices. Random search draws each value independently, exactly as the notes:
 
@@ -19,7 +19,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 import optuna
 
-from lib import train
+from lib import settings
 
 STRUCTURAL = ("hidden", "num_epochs", "optimizer")  # change the program: one batch per value
 INTEGER = ("hidden", "num_epochs")
@@ -41,7 +41,7 @@ Space = dict[str, Dim]
 
 def valid_names() -> tuple[str, ...]:
     """Every name a search space may use."""
-    return tuple(train.HPARAMS) + STRUCTURAL
+    return tuple(settings.HPARAMS) + STRUCTURAL
 
 
 def stages_from_config(
@@ -115,7 +115,7 @@ def space_from_config(space: Mapping[str, Any]) -> Space:
         if name == "optimizer":
             raise ValueError(
                 f"{where} needs choices (a list of names), e.g. "
-                f"choices=('sgd', 'adam'); valid: {', '.join(train.optimizers())}"
+                f"choices=('sgd', 'adam'); valid: {', '.join(settings.optimizers())}"
             )
         low, high, scale = entry.get("low"), entry.get("high"), entry.get("scale", "log")
         if low is None or high is None:
@@ -137,16 +137,16 @@ def space_from_config(space: Mapping[str, Any]) -> Space:
     return out
 
 
-def check_space(space: Space, setup: train.Setup, stages: Sequence[tuple[int, int]]) -> None:
-    """Checks every value the space can produce against ``train.validate``'s ranges."""
+def check_space(space: Space, setup: settings.Setup, stages: Sequence[tuple[int, int]]) -> None:
+    """Checks every value the space can produce against ``settings.validate``'s ranges."""
     for name, dim in space.items():
         where = f"search.space.{name}"
         values = dim.choices if dim.scale == "choice" else (dim.low, dim.high)
         if name == "optimizer":
-            bad = [v for v in values if v not in train.optimizers()]
+            bad = [v for v in values if v not in settings.optimizers()]
             if bad:
                 raise ValueError(
-                    f"{where}: unknown optimizers {bad}; valid: {', '.join(train.optimizers())}"
+                    f"{where}: unknown optimizers {bad}; valid: {', '.join(settings.optimizers())}"
                 )
         elif name in INTEGER:
             if any(float(v) < 1 or float(v) != int(v) for v in values):
@@ -154,7 +154,7 @@ def check_space(space: Space, setup: train.Setup, stages: Sequence[tuple[int, in
         else:
             for v in values:
                 try:
-                    train.validate(setup, {name: v})
+                    settings.validate(setup, {name: v})
                 except ValueError as e:
                     raise ValueError(f"{where}: {e}; narrow the range") from None
         if name in ("hidden", "dropout") and setup.model != "two_layer":
@@ -182,7 +182,7 @@ _USED_BY_OPTIMIZER = {
 _USED_BY_SCHEDULE = {"lr_decay": ("step",), "lr_k": ("exponential", "inverse_time")}
 
 
-def _check_used(space: Space, setup: train.Setup) -> None:
+def _check_used(space: Space, setup: settings.Setup) -> None:
     """Refuses hyperparameters the runs would ignore (searching them only adds noise)."""
     opt = space.get("optimizer")
     optimizers = opt.choices if opt is not None else (setup.optimizer,)
@@ -336,7 +336,7 @@ def border_warnings(
     space: Space,
     rows: Sequence[Mapping[str, Any]],
     scores: Sequence[float],
-    setup: train.Setup | None = None,
+    setup: settings.Setup | None = None,
     configured: Space | None = None,
 ) -> list[str]:
     """One message per numeric hyperparameter whose best values lie in the outer tenth of
@@ -382,9 +382,9 @@ def border_warnings(
     return warnings
 
 
-def _widened(name: str, dim: Dim, side: str, setup: train.Setup | None):
+def _widened(name: str, dim: Dim, side: str, setup: settings.Setup | None):
     """A valid bound past ``side``: half the range's width beyond it on its scale, the step
-    halved (up to 10 times) while ``train.validate`` refuses it; None at a hard limit."""
+    halved (up to 10 times) while ``settings.validate`` refuses it; None at a hard limit."""
     lo, hi = to_scale(dim, dim.low), to_scale(dim, dim.high)
     edge, step = (lo, lo - hi) if side == "low" else (hi, hi - lo)
     for _ in range(10):
@@ -397,11 +397,11 @@ def _widened(name: str, dim: Dim, side: str, setup: train.Setup | None):
     return None
 
 
-def _allowed(name: str, value: float, setup: train.Setup | None) -> bool:
+def _allowed(name: str, value: float, setup: settings.Setup | None) -> bool:
     if name in INTEGER:
         return value >= 1
     try:
-        train.validate(setup or train.Setup(1, 2), {name: value})
+        settings.validate(setup or settings.Setup(1, 2), {name: value})
     except ValueError:
         return False
     return True

@@ -1,11 +1,10 @@
 """Training: a jitted epoch, a pure ``fit`` to vmap over hyperparameters and seeds, and
 ``train_and_evaluate(config, workdir)`` for the experiments.
 
-Structure that changes the shapes or the program (model, loss, optimizer, schedule, hidden
-size, epochs, batch size) lives in a frozen :class:`Setup`; every number that does not
-(learning rate, reg, mu, betas, decay rates, dropout, EMA decay, ...) is a scalar in the
-``hparams`` dict, so one compiled program serves every value and ``jax.vmap`` over a batch
-of hparams (or of keys) trains many models at once on shared data.
+A run is a static `settings.Setup` (the structure: model, loss, optimizer, sizes) and an
+``hparams`` dict of scalars (learning rate, reg, ...; `settings.HPARAMS`) that may be traced,
+so one compiled program serves every value and ``jax.vmap`` over a batch of hparams (or of
+keys) trains many models at once on shared data.
 
 One epoch is one ``lax.scan`` over minibatches drawn on the device from a per-epoch
 permutation (``fold_in(key, epoch)``); the host reads the metrics once per epoch.
@@ -13,7 +12,6 @@ permutation (``fold_in(key, epoch)``); the host reads the metrics once per epoch
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -28,54 +26,8 @@ import numpy as np
 import optax
 
 from lib import checkpoints, data, losses, metrics, plots, scores, settings, updates
+from lib.settings import DEFAULT_HPARAMS, FULL_BATCH, Setup, num_params, validate
 from lib.types import Array, Params, PRNGKey
-
-MODELS = tuple(sorted(scores.MODELS))
-LOSSES = tuple(sorted(losses.LOSSES))
-FULL_BATCH = ("lbfgs", "newton")  # one full-batch iteration per epoch
-SCHEDULES = ("constant", "exponential", "inverse_time", "step")  # see make_schedule
-
-# Every scalar hyperparameter that may be traced (and so vmapped over), with its default.
-DEFAULT_HPARAMS = {
-    "learning_rate": 1e-2,  # update rules
-    "reg": 0.0,  # L2 strength: loss += reg * sum(W**2)
-    "mu": 0.9,  # momentum, nesterov
-    "beta1": 0.9,  # adam
-    "beta2": 0.999,  # adam
-    "decay_rate": 0.99,  # rmsprop cache decay
-    "eps": 1e-8,  # adagrad, rmsprop, adam
-    "damping": 0.0,  # newton
-    "dropout": 0.0,  # two_layer: probability of dropping a hidden unit
-    "lr_decay": 0.5,  # step schedule: factor applied every `schedule_every` epochs
-    "lr_k": 0.1,  # exponential (lr0 e^{-k t}) and 1/t (lr0 / (1 + k t)) schedules, t in epochs
-    "ema_decay": 0.0,  # running average of the weights (used when Setup.ema)
-}
-HPARAMS = tuple(DEFAULT_HPARAMS)
-
-# Where each hyperparameter, structural choice and the seed live in a training config.
-CONFIG_PATHS = {
-    "learning_rate": "optimizer.learning_rate",
-    "mu": "optimizer.mu",
-    "beta1": "optimizer.beta1",
-    "beta2": "optimizer.beta2",
-    "decay_rate": "optimizer.decay_rate",
-    "eps": "optimizer.eps",
-    "damping": "optimizer.damping",
-    "reg": "loss.reg",
-    "dropout": "model.dropout",
-    "lr_decay": "schedule.decay",
-    "lr_k": "schedule.k",
-    "ema_decay": "train.ema_decay",
-    "hidden": "model.hidden",
-    "num_epochs": "train.num_epochs",
-    "batch_size": "train.batch_size",
-    "optimizer": "optimizer.name",
-    "model": "model.name",
-    "loss": "loss.name",
-    "schedule": "schedule.name",
-    "seed": "seed",
-}
-
 
 # A single run's minibatch of pixels is scored in this many row blocks (`objective`).
 # Measured with ``python -m experiments.bench --workload=train`` on the 2-core CPU of the
@@ -86,25 +38,6 @@ CONFIG_PATHS = {
 # batches of runs (`fit`) gained nothing or lost (a batch whose runs each draw their own
 # minibatches: 11% slower), so they keep one block.
 ROW_BLOCKS = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """The static structure of a training run (hashable; changing it recompiles)."""
-
-    num_features: int
-    num_classes: int
-    model: str = "linear"
-    hidden: int = 100
-    loss: str = "softmax"
-    margin: float = 1.0
-    optimizer: str = "sgd"
-    schedule: str = "constant"
-    schedule_every: int = 1  # epochs between step decays
-    num_epochs: int = 10
-    batch_size: int = 200
-    ema: bool = False  # keep a running average of the weights
-    train_eval_size: int = 1000  # training examples scored for the per-epoch train accuracy
 
 
 class Data(NamedTuple):
@@ -138,111 +71,6 @@ class TrainState(NamedTuple):
     ema_state: Any
     key: PRNGKey
     epoch: Array
-
-
-def _check_name(kind: str, name: str, valid) -> None:
-    if name not in valid:
-        raise ValueError(f"unknown {kind} {name!r}; valid {kind} names: {', '.join(sorted(valid))}")
-
-
-def optimizers() -> tuple[str, ...]:
-    """Every optimizer name ``Setup.optimizer`` accepts."""
-    return tuple(sorted(set(updates.RULES) | set(FULL_BATCH)))
-
-
-# name: (low, high, low inclusive, high inclusive); None = unbounded.
-_RANGES = {
-    "learning_rate": (0.0, None, False, False),
-    "reg": (0.0, None, True, False),
-    "mu": (0.0, 1.0, True, False),
-    "beta1": (0.0, 1.0, True, False),
-    "beta2": (0.0, 1.0, True, False),
-    "decay_rate": (0.0, 1.0, False, False),
-    "eps": (0.0, None, False, False),
-    "damping": (0.0, None, True, False),
-    "dropout": (0.0, 1.0, True, False),
-    "lr_decay": (0.0, 1.0, False, True),
-    "lr_k": (0.0, None, True, False),
-    "ema_decay": (0.0, 1.0, True, False),
-    "margin": (0.0, None, False, False),
-}
-# Setup fields that must be >= 1, and where each is set in a config.
-_COUNTS = {
-    "num_epochs": "train.num_epochs",
-    "batch_size": "train.batch_size",
-    "hidden": "model.hidden",
-    "schedule_every": "schedule.every",
-    "train_eval_size": "train.train_eval_size",
-}
-
-
-def _check_range(name: str, value: Any, flag: str) -> None:
-    if isinstance(value, jax.core.Tracer):
-        return
-    value = np.asarray(value)
-    low, high, low_in, high_in = _RANGES[name]
-    bad = ~np.isfinite(value) | ((value < low) if low_in else (value <= low))
-    if high is not None:
-        bad |= (value > high) if high_in else (value >= high)
-    if np.any(bad):
-        interval = (
-            ("[" if low_in else "(")
-            + f"{low:g}, "
-            + (f"{high:g}" + ("]" if high_in else ")") if high is not None else "inf)")
-        )
-        raise ValueError(
-            f"{name}={value} is out of range: set --config.{flag} to a value in {interval}"
-        )
-
-
-def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None) -> None:
-    """Checks names, sizes and the ranges of concrete hyperparameters; raises ValueError.
-
-    Traced hyperparameters (inside jit or vmap) are not checked.
-    """
-    _check_name("model", setup.model, MODELS)
-    _check_name("loss", setup.loss, LOSSES)
-    _check_name("optimizer", setup.optimizer, optimizers())
-    _check_name("schedule", setup.schedule, SCHEDULES)
-    unknown = set(hparams) - set(HPARAMS)
-    if unknown:
-        raise ValueError(f"unknown hyperparameters {sorted(unknown)}; valid: {', '.join(HPARAMS)}")
-    for name, flag in _COUNTS.items():
-        if getattr(setup, name) < 1:
-            raise ValueError(f"{name}={getattr(setup, name)} must be >= 1: set --config.{flag}")
-    _check_range("margin", setup.margin, "loss.margin")
-    full_batch = setup.optimizer in FULL_BATCH
-    if num_train is not None and not full_batch and setup.batch_size > num_train:
-        raise ValueError(
-            f"batch_size {setup.batch_size} is larger than the {num_train} training examples; "
-            f"set --config.train.batch_size to at most {num_train}"
-        )
-    if setup.optimizer == "newton" and num_params(setup) > 5000:
-        size = num_params(setup)
-        raise ValueError(
-            f"newton forms the {size}x{size} Hessian, too large here; use optimizer lbfgs "
-            "(the practical second-order method) or a smaller model"
-        )
-    for name, value in hparams.items():
-        if not (full_batch and name == "learning_rate"):  # lbfgs searches its step; newton's is 1
-            _check_range(name, value, CONFIG_PATHS[name])
-    dropout = hparams.get("dropout", 0.0)
-    if (
-        full_batch
-        and setup.model == "two_layer"
-        and not isinstance(dropout, jax.core.Tracer)
-        and np.any(np.asarray(dropout) > 0)
-    ):
-        raise ValueError(
-            f"{setup.optimizer} takes full-batch steps without dropout; set "
-            "--config.model.dropout=0 or use a minibatch optimizer"
-        )
-
-
-def num_params(setup: Setup) -> int:
-    """Number of parameters of the model ``setup`` describes."""
-    d, k, h = setup.num_features, setup.num_classes, setup.hidden
-    return (d + 1) * k if setup.model == "linear" else (d + 1) * h + (h + 1) * k
 
 
 def init_params(key: PRNGKey, setup: Setup) -> Params:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import bench, numpy_trainer
-from lib import train
+from lib import settings, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, D, K, B = 60, 12, 4, 20
@@ -128,7 +128,7 @@ class SameComputationTest(parameterized.TestCase):
     @parameterized.product(loss=("softmax", "hinge"), layout=numpy_trainer.LAYOUTS)
     def test_two_epochs_agree(self, loss, layout):
         x, y = _data()
-        setup = train.Setup(D, K, loss=loss, optimizer="momentum", batch_size=B, num_epochs=2)
+        setup = settings.Setup(D, K, loss=loss, optimizer="momentum", batch_size=B, num_epochs=2)
         hp = bench.hparams32(learning_rate=0.05, reg=1e-2, mu=0.9)
         epoch = _jitted_epoch(setup)
         state = train.init_state(jax.random.key(7), hp, setup, N)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lib import ensemble, members, scores, train
+from lib import ensemble, members, scores, settings
 from tests.members_test import np_softmax, shrunk_config
 
 
@@ -90,7 +90,7 @@ class PredictTest(parameterized.TestCase):
             w[(m + 1) % k, m] = 1.0
             member_params.append({"W": w, "b": np.zeros(k, np.float32)})
         stacked = jax.tree.map(lambda *p: jnp.stack(p), *member_params)
-        group = members.Group(train.Setup(k, k), stacked, ("a", "b", "c"))
+        group = members.Group(settings.Setup(k, k), stacked, ("a", "b", "c"))
         s = ensemble.stacked_scores([group], x)
         member_acc = np.mean(np.argmax(s, axis=-1) == y, axis=-1)
         np.testing.assert_allclose(member_acc, [2 / 3] * 3)
@@ -101,9 +101,9 @@ class PredictTest(parameterized.TestCase):
         lin, lin_stacked = _random_members("linear", m=2, d=6, k=3, seed=1)
         two, two_stacked = _random_members("two_layer", m=3, d=6, k=3, seed=2)
         groups = [
-            members.Group(train.Setup(6, 3), lin_stacked, ("l0", "l1")),
+            members.Group(settings.Setup(6, 3), lin_stacked, ("l0", "l1")),
             members.Group(
-                train.Setup(6, 3, model="two_layer", hidden=5), two_stacked, ("t0", "t1", "t2")
+                settings.Setup(6, 3, model="two_layer", hidden=5), two_stacked, ("t0", "t1", "t2")
             ),
         ]
         x = np.asarray(jax.random.normal(jax.random.key(3), (10, 6)))
@@ -127,8 +127,8 @@ class PredictTest(parameterized.TestCase):
             ensemble.combine(jnp.ones((2, 3, 4)), "max")
         _, other = _random_members("linear", m=2, d=4, k=5)
         groups = [
-            members.Group(train.Setup(4, 3), stacked, ("a", "b")),
-            members.Group(train.Setup(4, 5), other, ("c", "d")),
+            members.Group(settings.Setup(4, 3), stacked, ("a", "b")),
+            members.Group(settings.Setup(4, 5), other, ("c", "d")),
         ]
         with self.assertRaisesRegex(ValueError, "incompatible class counts"):
             ensemble.stacked_scores(groups, np.ones((2, 4), np.float32))

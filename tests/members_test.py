@@ -285,7 +285,7 @@ class SourcesTest(parameterized.TestCase):
 
     def test_check_groups(self):
         stacked = {"W": jnp.zeros((2, 3, 4)), "b": jnp.zeros((2, 3))}
-        group = members.Group(train.Setup(4, 3), stacked, ("a", "b"))
+        group = members.Group(settings.Setup(4, 3), stacked, ("a", "b"))
         members.check_groups([group], num_features=4, num_classes=3)  # consistent: no error
         with self.assertRaisesRegex(ValueError, "at least one member group"):
             members.check_groups([])

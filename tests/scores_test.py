@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lib import backprop, ensemble, scores, train
+from lib import backprop, ensemble, scores, settings, train
 
 
 def _np_two_layer(params, x):
@@ -211,7 +211,7 @@ class PrecisionTest(parameterized.TestCase):
         x = jax.random.normal(jax.random.key(0), (16, 6))
         y = jnp.arange(16) % 3
         data = train.Data(x, y, x[:4], y[:4])
-        setup = train.Setup(
+        setup = settings.Setup(
             6,
             3,
             model,

@@ -12,7 +12,7 @@ import chex
 import jax
 import numpy as np
 
-from lib import data, sharding, train
+from lib import data, settings, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER_SEED = 11
@@ -23,7 +23,7 @@ def _dataset():
 
 
 def _setup(ds):
-    return train.Setup(
+    return settings.Setup(
         ds.num_features,
         ds.num_classes,
         optimizer="momentum",
@@ -115,10 +115,10 @@ class ShardingTest(absltest.TestCase):
     def test_four_forced_cpu_devices_equal_one_device(self):
         script = (
             "import json, jax, numpy as np\n"
-            "from lib import data, sharding, train\n"
+            "from lib import data, settings, sharding, train\n"
             "assert jax.device_count() == 4, jax.devices()\n"
             "ds = data.load('digits', seed=0, scale=1/16)\n"
-            "setup = train.Setup(ds.num_features, ds.num_classes, optimizer='momentum',"
+            "setup = settings.Setup(ds.num_features, ds.num_classes, optimizer='momentum',"
             " num_epochs=2, batch_size=100, train_eval_size=200)\n"
             "mesh = sharding.trial_mesh()\n"
             "rows = [{'learning_rate': 0.01 * 2 ** i, 'reg': 1e-4} for i in range(6)]\n"

@@ -8,7 +8,7 @@ from absl.testing import absltest, parameterized
 import numpy as np
 import optuna
 
-from lib import space, train
+from lib import settings, space
 
 LOG_SPACE = {"learning_rate": space.Dim(1e-6, 10.0, "log"), "reg": space.Dim(1e-5, 1e-1, "log")}
 
@@ -262,7 +262,7 @@ class ParseTest(parameterized.TestCase):
         ),
     )
     def test_check_space(self, dims, model, message):
-        setup = train.Setup(4, 3, model=model, optimizer="momentum")
+        setup = settings.Setup(4, 3, model=model, optimizer="momentum")
         with self.assertRaisesRegex(ValueError, message):
             space.check_space(dims, setup, [(8, 2)])
         space.check_space({"reg": space.Dim(1e-5, 1e-1)}, setup, [(8, 2)])  # a valid one passes
@@ -300,7 +300,7 @@ class ParseTest(parameterized.TestCase):
         ("ema_off", {"ema_decay": space.Dim(0.5, 0.99, "linear")}, {}, "train.ema_decay"),
     )
     def test_ignored_hyperparameters_are_refused(self, dims, setup_kw, message):
-        setup = train.Setup(4, 3, **{"optimizer": "adam", **setup_kw})
+        setup = settings.Setup(4, 3, **{"optimizer": "adam", **setup_kw})
         with self.assertRaisesRegex(ValueError, message):
             space.check_space(dims, setup, [(8, 2)])
 
@@ -312,13 +312,13 @@ class ParseTest(parameterized.TestCase):
             "lr_k": space.Dim(0.01, 1.0),
             "ema_decay": space.Dim(0.5, 0.99, "linear"),
         }
-        space.check_space(dims, train.Setup(4, 3, schedule="inverse_time", ema=True), [(8, 2)])
+        space.check_space(dims, settings.Setup(4, 3, schedule="inverse_time", ema=True), [(8, 2)])
 
     def test_num_epochs_with_stages_conflict(self):
         dims = {"num_epochs": space.Dim(scale="choice", choices=(1, 2))}
-        space.check_space(dims, train.Setup(4, 3), [(8, 2)])
+        space.check_space(dims, settings.Setup(4, 3), [(8, 2)])
         with self.assertRaisesRegex(ValueError, "conflicts with search.stages"):
-            space.check_space(dims, train.Setup(4, 3), [(8, 2), (4, 5)])
+            space.check_space(dims, settings.Setup(4, 3), [(8, 2), (4, 5)])
 
     def test_distributions(self):
         dists = space.distributions(
