@@ -166,10 +166,6 @@ def random_data(num: int, num_features: int, num_classes: int, seed: int):
     return x, y
 
 
-def hparams32(**overrides) -> dict[str, jax.Array]:
-    return {k: jnp.float32(v) for k, v in {**settings.DEFAULT_HPARAMS, **overrides}.items()}
-
-
 def epoch_batches(state: train.TrainState, n: int, setup: settings.Setup, epoch: int) -> np.ndarray:
     """The minibatch indices (steps, B) scorelab's ``train_epoch`` draws for ``epoch`` (0-based)."""
     return np.asarray(train.epoch_batches(state.key, jnp.int32(epoch), n, setup))
@@ -222,7 +218,7 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
         train_eval_size=min(1000, n),
     )
     lr, reg, mu = _LEARNING_RATE.value, _REG.value, _MU.value
-    hp = hparams32(learning_rate=lr, reg=reg, mu=mu)
+    hp = settings.float32_hparams({"learning_rate": lr, "reg": reg, "mu": mu})
     ds = pixel_dataset(n, max(1, n // 49), d, k, _SEED.value)
     x_np, y_np = ds.x_train, ds.y_train  # the float32 rows the numpy trainer reads
     dataset = train.to_device(ds)  # as train_and_evaluate keeps it: uint8 pixels

@@ -87,12 +87,6 @@ def check_groups(
 _fit_seeds = jax.jit(jax.vmap(train.fit, in_axes=(0, None, None, None)), static_argnums=3)
 
 
-def _hp32(hparams: dict[str, Any]) -> dict[str, Array]:
-    return {
-        k: jnp.asarray(v, jnp.float32) for k, v in {**settings.DEFAULT_HPARAMS, **hparams}.items()
-    }
-
-
 def _check_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(
@@ -119,7 +113,9 @@ def train_seeds(
       (TrainState, history) with a leading member axis of length ``size`` on every leaf.
     """
     _check_size(size)
-    return _fit_seeds(jax.random.split(key, size), _hp32(hparams), dataset, setup)
+    return _fit_seeds(
+        jax.random.split(key, size), settings.float32_hparams(hparams), dataset, setup
+    )
 
 
 # ----------------------------------------------------------------------------- sweep trials
@@ -360,7 +356,7 @@ def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -
             "or train for more epochs"
         )
     epochs = epochs[-size:]
-    hp = _hp32(settings.hparams_from_config(source))
+    hp = settings.float32_hparams(settings.hparams_from_config(source))
     state = train.init_state(jax.random.key(0), hp, setup, dataset.x_train.shape[0])
     like = train.to_checkpoint(state)
     try:

@@ -20,6 +20,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -188,6 +189,12 @@ def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None
             f"{setup.optimizer} takes full-batch steps without dropout; set "
             "--config.model.dropout=0 or use a minibatch optimizer"
         )
+
+
+def float32_hparams(hparams: dict[str, Any]) -> dict[str, jax.Array]:
+    """Every hyperparameter (its default where ``hparams`` leaves it out) as a float32
+    scalar: the arguments a compiled epoch or ``fit`` takes, one program for every value."""
+    return {k: jnp.asarray(v, jnp.float32) for k, v in {**DEFAULT_HPARAMS, **hparams}.items()}
 
 
 def num_params(setup: Setup) -> int:

@@ -107,11 +107,14 @@ def objective(
         s = jnp.concatenate([scores.linear(params, part) for part in parts])
     else:
         s = scores.two_layer(params, x, key=key, dropout=hparams["dropout"])
+    return _data_loss(s, y, setup) + losses.l2_penalty(params, hparams["reg"])
+
+
+def _data_loss(s: Array, y: Array, setup: Setup) -> Array:
+    """The mean data loss ``setup.loss`` names (softmax or hinge) of scores ``s``."""
     if setup.loss == "softmax":
-        data_loss = losses.softmax_cross_entropy(s, y)
-    else:
-        data_loss = losses.multiclass_hinge(s, y, margin=setup.margin)
-    return data_loss + losses.l2_penalty(params, hparams["reg"])
+        return losses.softmax_cross_entropy(s, y)
+    return losses.multiclass_hinge(s, y, margin=setup.margin)
 
 
 def steps_per_epoch(setup: Setup, num_train: int) -> int:
@@ -207,11 +210,7 @@ def accuracy(params: Params, x: Array, y: Array, setup: Setup) -> Array:
 def evaluate(params: Params, x: Array, y: Array, setup: Setup) -> dict[str, Array]:
     """Mean data loss (no regulariser, no dropout) and accuracy of ``params`` on (x, y)."""
     s = predict(params, x, setup)
-    if setup.loss == "softmax":
-        loss = losses.softmax_cross_entropy(s, y)
-    else:
-        loss = losses.multiclass_hinge(s, y, margin=setup.margin)
-    return {"loss": loss, "accuracy": losses.accuracy(s, y)}
+    return {"loss": _data_loss(s, y, setup), "accuracy": losses.accuracy(s, y)}
 
 
 def train_epoch(
@@ -423,7 +422,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     validate(setup, hparams, num_train=dataset.x_train.shape[0])
     config_dict = config.to_dict()
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    if checkpoints.steps(ckpt_dir):  # a workdir that holds no epoch yet may take a new config
+    done = checkpoints.steps(ckpt_dir)
+    if done:  # a workdir that holds no epoch yet may take a new config
         metrics.check_config(workdir, config_dict, "run", resumable=("train.num_epochs",))
 
     os.makedirs(workdir, exist_ok=True)
@@ -432,9 +432,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("data %s: %s", config.dataset.name, dataset.describe())
 
     device_data = to_device(dataset)
-    hp = {k: jnp.float32(v) for k, v in hparams.items()}
+    hp = settings.float32_hparams(hparams)
     state = init_state(jax.random.key(int(config.seed)), hp, setup, dataset.x_train.shape[0])
-    done = checkpoints.steps(ckpt_dir)
     start = 0
     if done:
         start = done[-1]

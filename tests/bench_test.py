@@ -129,7 +129,7 @@ class SameComputationTest(parameterized.TestCase):
     def test_two_epochs_agree(self, loss, layout):
         x, y = _data()
         setup = settings.Setup(D, K, loss=loss, optimizer="momentum", batch_size=B, num_epochs=2)
-        hp = bench.hparams32(learning_rate=0.05, reg=1e-2, mu=0.9)
+        hp = settings.float32_hparams({"learning_rate": 0.05, "reg": 1e-2, "mu": 0.9})
         epoch = _jitted_epoch(setup)
         state = train.init_state(jax.random.key(7), hp, setup, N)
         model = numpy_trainer.init(

@@ -159,7 +159,7 @@ class SourcesTest(parameterized.TestCase):
             # sweep trained it; another minibatch order gives other weights.
             data = train.to_device(shrunk_dataset())
             fit = jax.jit(train.fit, static_argnums=3)
-            hp = members._hp32(settings.hparams_from_config(config))
+            hp = settings.float32_hparams(settings.hparams_from_config(config))
             for m, (seed, lr, reg) in enumerate([(5, 0.3, 1e-4), (6, 0.2, 0.0)]):
                 hp_m = {**hp, "learning_rate": jnp.float32(lr), "reg": jnp.float32(reg)}
                 want, _ = fit(

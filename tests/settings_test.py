@@ -68,6 +68,13 @@ class ConfigTest(absltest.TestCase):
         self.assertEqual(got["damping"], settings.DEFAULT_HPARAMS["damping"])
         self.assertEqual(got["learning_rate"], config.optimizer.learning_rate)
 
+    def test_float32_hparams_fill_the_defaults(self):
+        hp = settings.float32_hparams({"learning_rate": 0.5, "mu": 0.25})
+        self.assertEqual(set(hp), set(settings.HPARAMS))
+        self.assertEqual({v.dtype for v in hp.values()}, {np.dtype(np.float32)})
+        self.assertEqual((float(hp["learning_rate"]), float(hp["mu"])), (0.5, 0.25))
+        self.assertEqual(float(hp["beta2"]), np.float32(settings.DEFAULT_HPARAMS["beta2"]))
+
     def test_setup_from_config(self):
         config = importlib.import_module("configs.digits_svm").get_config()
         setup = settings.setup_from_config(config, 64, 10)
