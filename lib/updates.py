@@ -335,9 +335,14 @@ def adam(
 def newton(hessian_fn: Callable[[Params], Array], damping: Scalar = 0.0) -> UpdateRule:
     """Newton's method: ``x += -(H + damping*I)^-1 g`` over the ravelled params.
 
-    For models small enough to form the (P, P) Hessian. Uses a linear solve,
-    not an explicit inverse. Large damping tends to gradient descent with
-    learning rate ``1/damping``.
+    For models small enough to form the (P, P) Hessian. The step uses the
+    pseudo-inverse of the symmetric ``H + damping*I`` (its eigenvalues below
+    ``10 P eps`` times the largest are dropped): where ``H`` is invertible this
+    is the Newton step; where the loss is flat along a direction (a softmax's
+    scores shifted together by a common bias, so ``H`` is singular) the step
+    does not move along it, where a plain solve would divide float32 round-off
+    by zero. Large damping tends to gradient descent with learning rate
+    ``1/damping``.
 
     Args:
       hessian_fn: ``params -> H``, the (P, P) Hessian over
@@ -365,7 +370,7 @@ def newton(hessian_fn: Callable[[Params], Array], damping: Scalar = 0.0) -> Upda
                 f"newton: hessian_fn returned shape {jnp.shape(h)}, expected "
                 f"({p}, {p}) over ravel_pytree(params); use flat_hessian(loss_fn)."
             )
-        step = -jnp.linalg.solve(h + damping * jnp.eye(p, dtype=h.dtype), g)
+        step = -jnp.linalg.pinv(h + damping * jnp.eye(p, dtype=h.dtype), hermitian=True) @ g
         return unravel(flat + step.astype(flat.dtype)), CountState(
             optax.safe_increment(state.count)
         )

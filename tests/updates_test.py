@@ -334,6 +334,20 @@ class NewtonTest(absltest.TestCase):
         new, _ = rule.apply(PARAMS0, rule.init(PARAMS0), jax.grad(loss)(PARAMS0))
         chex.assert_trees_all_close(ravel_pytree(new)[0], X_STAR, rtol=1e-5, atol=1e-5)
 
+    def test_singular_hessian_takes_the_minimum_norm_step(self):
+        # A softmax-like flat direction: f(x) = (x0 + x1 - 1)^2 + (x2 - 2)^2 does not change
+        # along (1, -1, 0), so H is singular. The step is the pseudo-inverse's: it lands on
+        # the minimum closest to x (moving nothing along the flat direction), where a plain
+        # solve divides round-off by zero.
+        f = lambda p: (p["x"][0] + p["x"][1] - 1.0) ** 2 + (p["x"][2] - 2.0) ** 2
+        params = {"x": jnp.asarray([0.3, -0.1, 0.0], jnp.float32)}
+        rule = updates.newton(updates.flat_hessian(f))
+        new, _ = rule.apply(params, rule.init(params), jax.grad(f)(params))
+        x0 = np.array([0.3, -0.1, 0.0])
+        expected = x0 + (1.0 - x0[0] - x0[1]) / 2 * np.array([1.0, 1.0, 0.0])
+        expected[2] = 2.0
+        chex.assert_trees_all_close(new["x"], expected, rtol=1e-5, atol=1e-5)
+
     def test_damping(self):
         g = jax.grad(loss)(PARAMS0)
         for damping in (0.5, 3.0):
