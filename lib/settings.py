@@ -102,6 +102,63 @@ def optimizers() -> tuple[str, ...]:
     return tuple(sorted(set(updates.RULES) | set(FULL_BATCH)))
 
 
+# The one table of which optimizer and which schedule reads which hyperparameter (each
+# minibatch rule's are the keyword arguments of its factory in ``updates.RULES``; lbfgs
+# searches its own step and newton's is the full step, so neither reads learning_rate, and so
+# neither reads a schedule's fields). ``train.make_rule``, ``validate`` and the search space's
+# refusal of ignored hyperparameters all read it.
+OPTIMIZER_HPARAMS = {
+    "sgd": ("learning_rate",),
+    "momentum": ("learning_rate", "mu"),
+    "nesterov": ("learning_rate", "mu"),
+    "adagrad": ("learning_rate", "eps"),
+    "rmsprop": ("learning_rate", "decay_rate", "eps"),
+    "adam": ("learning_rate", "beta1", "beta2", "eps"),
+    "newton": ("damping",),
+    "lbfgs": (),
+}
+SCHEDULE_HPARAMS = {
+    "constant": (),
+    "step": ("lr_decay",),
+    "exponential": ("lr_k",),
+    "inverse_time": ("lr_k",),
+}
+
+
+def unused_reason(name: str, setup: Setup) -> str | None:
+    """Why a run of ``setup`` ignores hyperparameter ``name``, with the fix (None when the run
+    reads it), e.g. ``"only the optimizers adam use beta1; set --config.optimizer.name=adam"``.
+    """
+    by_optimizer = {n for names in OPTIMIZER_HPARAMS.values() for n in names}
+    if name in by_optimizer and name not in OPTIMIZER_HPARAMS[setup.optimizer]:
+        users = [o for o, names in OPTIMIZER_HPARAMS.items() if name in names]
+        return (
+            f"only the optimizers {', '.join(users)} use {name}; set "
+            f"--config.optimizer.name={users[0]} (or search it in search.space.optimizer)"
+        )
+    by_schedule = {n for names in SCHEDULE_HPARAMS.values() for n in names}
+    if name in by_schedule:
+        if "learning_rate" not in OPTIMIZER_HPARAMS[setup.optimizer]:
+            return (
+                f"{setup.optimizer} takes no learning rate, so no schedule's {name}; set "
+                "--config.optimizer.name to a minibatch optimizer, e.g. sgd"
+            )
+        if name not in SCHEDULE_HPARAMS[setup.schedule]:
+            users = [s for s, names in SCHEDULE_HPARAMS.items() if name in names]
+            return (
+                f"only the schedules {', '.join(users)} use {name}, the config's schedule is "
+                f"{setup.schedule}; set --config.schedule.name={users[0]}"
+            )
+    if name == "ema_decay" and not setup.ema:
+        return (
+            "the config keeps no running average of the weights (EMA off), so ema_decay is "
+            "ignored; set --config.train.ema_decay to a positive value (which turns EMA on)"
+        )
+    if name in ("dropout", "hidden") and setup.model != "two_layer":
+        return f"the {setup.model} model has no {name}; set --config.model.name=two_layer"
+    return None
+
+
 # name: (low, high, low inclusive, high inclusive); None = unbounded.
 _RANGES = {
     "learning_rate": (0.0, None, False, False),
@@ -176,7 +233,7 @@ def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None
             "(the practical second-order method) or a smaller model"
         )
     for name, value in hparams.items():
-        if not (full_batch and name == "learning_rate"):  # lbfgs searches its step; newton's is 1
+        if name != "learning_rate" or name in OPTIMIZER_HPARAMS[setup.optimizer]:
             _check_range(name, value, CONFIG_PATHS[name])
     dropout = hparams.get("dropout", 0.0)
     if (

@@ -12,6 +12,7 @@ runs the study.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -157,11 +158,6 @@ def check_space(space: Space, setup: settings.Setup, stages: Sequence[tuple[int,
                     settings.validate(setup, {name: v})
                 except ValueError as e:
                     raise ValueError(f"{where}: {e}; narrow the range") from None
-        if name in ("hidden", "dropout") and setup.model != "two_layer":
-            raise ValueError(
-                f"{where}: the {setup.model} model has no {name}; remove it from "
-                "the space or set --config.model.name=two_layer"
-            )
     _check_used(space, setup)
     if "num_epochs" in space and len(stages) > 1:
         raise ValueError(
@@ -170,43 +166,20 @@ def check_space(space: Space, setup: settings.Setup, stages: Sequence[tuple[int,
         )
 
 
-# Which optimizers / schedules read a hyperparameter (the others ignore it).
-_USED_BY_OPTIMIZER = {
-    "mu": ("momentum", "nesterov"),
-    "beta1": ("adam",),
-    "beta2": ("adam",),
-    "decay_rate": ("rmsprop",),
-    "eps": ("adagrad", "rmsprop", "adam"),
-    "damping": ("newton",),
-}
-_USED_BY_SCHEDULE = {"lr_decay": ("step",), "lr_k": ("exponential", "inverse_time")}
-
-
 def _check_used(space: Space, setup: settings.Setup) -> None:
-    """Refuses hyperparameters the runs would ignore (searching them only adds noise)."""
+    """Refuses hyperparameters the runs would ignore (searching them only adds noise): those
+    no optimizer of the search reads (``settings.unused_reason``)."""
     opt = space.get("optimizer")
     optimizers = opt.choices if opt is not None else (setup.optimizer,)
     for name in space:
-        where = f"search.space.{name}"
-        users = _USED_BY_OPTIMIZER.get(name)
-        if users is not None and not set(users) & set(optimizers):
+        reasons = [
+            settings.unused_reason(name, dataclasses.replace(setup, optimizer=o))
+            for o in optimizers
+        ]
+        if all(reasons):
             raise ValueError(
-                f"{where}: only the optimizers {', '.join(users)} use {name}, this search "
-                f"trains with {', '.join(optimizers)}; remove it from the space or set "
-                f"--config.optimizer.name={users[0]} (or add it to search.space.optimizer)"
-            )
-        users = _USED_BY_SCHEDULE.get(name)
-        if users is not None and setup.schedule not in users:
-            raise ValueError(
-                f"{where}: only the schedules {', '.join(users)} use {name}, the config's "
-                f"schedule is {setup.schedule}; remove it from the space or set "
-                f"--config.schedule.name={users[0]}"
-            )
-        if name == "ema_decay" and not setup.ema:
-            raise ValueError(
-                f"{where}: the config keeps no running average of the weights (EMA off), so "
-                "ema_decay is ignored; remove it from the space or set --config.train.ema_decay to a "
-                "positive value (which turns EMA on)"
+                f"search.space.{name}: this search trains with {', '.join(optimizers)} and "
+                f"{reasons[0]}, or remove {name} from the space"
             )
 
 
@@ -324,8 +297,12 @@ def narrow(
         lo, hi = to_scale(dim, dim.low), to_scale(dim, dim.high)
         t = to_scale(dim, [r[name] for r in top])
         pad = max((t.max() - t.min()) / 4, (hi - lo) / 20)
-        new_lo, new_hi = from_scale(dim, [max(lo, t.min() - pad), min(hi, t.max() + pad)])
-        new_lo, new_hi = max(float(new_lo), dim.low), min(float(new_hi), dim.high)
+        # A side that reaches the old bound keeps it exactly as given (no round trip through
+        # the scale: 10 ** log10(5e-3) is 0.004999999999999999), so border_warnings can tell
+        # a configured bound from one the search narrowed itself.
+        a, b = t.min() - pad, t.max() + pad
+        new_lo = dim.low if a <= lo else max(float(from_scale(dim, a)), dim.low)
+        new_hi = dim.high if b >= hi else min(float(from_scale(dim, b)), dim.high)
         if name in INTEGER:
             new_lo, new_hi = math.floor(new_lo), math.ceil(new_hi)
         out[name] = dim._replace(low=new_lo, high=new_hi)

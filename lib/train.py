@@ -164,23 +164,16 @@ def make_schedule(setup: Setup, hparams, steps: int) -> Callable[[Array], Array]
 
 
 def make_rule(setup: Setup, hparams, schedule, full_loss: Callable[[Params], Array]):
-    """The update rule named by ``setup.optimizer``, closed over (possibly traced) hparams."""
-    name, hp = setup.optimizer, hparams
-    if name == "sgd":
-        return updates.sgd(schedule)
-    if name == "momentum":
-        return updates.momentum(schedule, mu=hp["mu"])
-    if name == "nesterov":
-        return updates.nesterov(schedule, mu=hp["mu"])
-    if name == "adagrad":
-        return updates.adagrad(schedule, eps=hp["eps"])
-    if name == "rmsprop":
-        return updates.rmsprop(schedule, decay_rate=hp["decay_rate"], eps=hp["eps"])
-    if name == "adam":
-        return updates.adam(schedule, beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"])
+    """The update rule named by ``setup.optimizer``, closed over (possibly traced) hparams:
+    ``updates.RULES[name](schedule, **the others it reads)`` (``settings.OPTIMIZER_HPARAMS``),
+    or Newton's over the Hessian of ``full_loss``."""
+    name = setup.optimizer
     if name == "newton":
-        return updates.newton(updates.flat_hessian(full_loss), damping=hp["damping"])
-    raise ValueError(f"no minibatch update rule for optimizer {name!r}")
+        return updates.newton(updates.flat_hessian(full_loss), damping=hparams["damping"])
+    if name not in updates.RULES:
+        raise ValueError(f"no minibatch update rule for optimizer {name!r}")
+    reads = settings.OPTIMIZER_HPARAMS[name]
+    return updates.RULES[name](schedule, **{k: hparams[k] for k in reads if k != "learning_rate"})
 
 
 def init_state(key: PRNGKey, hparams, setup: Setup, num_train: int) -> TrainState:

@@ -4,6 +4,7 @@ The end-to-end checks (a bad config leaves the workdir untouched) are in train_t
 """
 
 import importlib
+import inspect
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -23,6 +24,19 @@ class ValidateTest(parameterized.TestCase):
                 settings.validate(setup, {name: value})
         with self.assertRaisesRegex(ValueError, "unknown hyperparameters"):
             settings.validate(setup, {"lr": 0.1})
+
+    def test_the_hparams_table_matches_the_update_rules(self):
+        # Each minibatch rule reads its learning rate and its factory's keyword arguments;
+        # lbfgs and newton read no learning rate, newton its damping.
+        for name, rule in updates.RULES.items():
+            reads = set(inspect.signature(rule).parameters) & set(settings.HPARAMS)
+            self.assertEqual(reads | {"learning_rate"}, set(settings.OPTIMIZER_HPARAMS[name]), name)
+        self.assertEqual(set(settings.OPTIMIZER_HPARAMS), set(settings.optimizers()))
+        self.assertEqual(set(settings.SCHEDULE_HPARAMS), set(settings.SCHEDULES))
+        setup = settings.Setup(**self.dims, optimizer="newton")
+        self.assertIn("optimizers sgd", settings.unused_reason("learning_rate", setup))
+        self.assertIsNone(settings.unused_reason("damping", setup))
+        self.assertIsNone(settings.unused_reason("reg", setup))
 
     def test_traced_hparams_are_not_checked(self):
         setup = settings.Setup(**self.dims)

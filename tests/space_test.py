@@ -159,6 +159,30 @@ class BorderAndNarrowTest(parameterized.TestCase):
         self.assertIn(f"learning_rate.high={10**1.5:.3g}", w)
         self.assertIn("new --workdir", w)
 
+    @parameterized.product(
+        dim=(space.Dim(3e-4, 5e-3, "log"), space.Dim(0.13, 0.57, "linear")),
+        side=("low", "high"),
+    )
+    def test_non_round_configured_bounds_survive_every_stage_and_still_warn(self, dim, side):
+        # The best trials sit at one configured bound. Three stages of narrowing keep that
+        # bound exactly as configured (10 ** log10(5e-3) != 5e-3), so every stage warns.
+        configured = {"dropout": dim}
+        current = configured
+        for stage in range(3):
+            bounds = (current["dropout"].low, current["dropout"].high)
+            lo, hi = (float(space.to_scale(dim, b)) for b in bounds)
+            rows = [{"dropout": float(space.from_scale(dim, t))} for t in np.linspace(lo, hi, 32)]
+            sign = -1 if side == "low" else 1
+            scores = [sign * float(space.to_scale(dim, r["dropout"])) for r in rows]
+            self.assertEqual(getattr(current["dropout"], side), getattr(dim, side), stage)
+            warnings = space.border_warnings(current, rows, scores, configured=configured)
+            self.assertLen(warnings, 1, stage)
+            self.assertIn(f"{side} border", warnings[0])
+            narrowed = space.narrow(current, rows, scores, top_fraction=0.25)
+            other = "high" if side == "low" else "low"
+            self.assertNotEqual(getattr(narrowed["dropout"], other), getattr(dim, other))
+            current = narrowed
+
     def test_stages_narrow_the_ranges_around_the_best(self):
         dims = {**LOG_SPACE, "optimizer": space.Dim(scale="choice", choices=("sgd", "adam"))}
         rows = space.sample_random(dims, 64, seed=1)
@@ -298,6 +322,19 @@ class ParseTest(parameterized.TestCase):
             "schedule.name=exponential",
         ),
         ("ema_off", {"ema_decay": space.Dim(0.5, 0.99, "linear")}, {}, "train.ema_decay"),
+        ("lr_with_lbfgs", {"learning_rate": space.Dim(1e-4, 1.0)}, {"optimizer": "lbfgs"}, "lbfgs"),
+        (
+            "lr_with_newton",
+            {"learning_rate": space.Dim(1e-4, 1.0)},
+            {"optimizer": "newton"},
+            "trains with newton.*optimizers sgd, momentum",
+        ),
+        (
+            "lr_decay_with_newton",
+            {"lr_decay": space.Dim(0.1, 0.9, "linear")},
+            {"optimizer": "newton", "schedule": "step"},
+            "newton takes no learning rate",
+        ),
     )
     def test_ignored_hyperparameters_are_refused(self, dims, setup_kw, message):
         setup = settings.Setup(4, 3, **{"optimizer": "adam", **setup_kw})
