@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from lib.scores import PRECISION
 from lib.types import Array, Params, Scalar, Schedule, ScalarOrSchedule
 
 
@@ -370,7 +371,12 @@ def newton(hessian_fn: Callable[[Params], Array], damping: Scalar = 0.0) -> Upda
                 f"newton: hessian_fn returned shape {jnp.shape(h)}, expected "
                 f"({p}, {p}) over ravel_pytree(params); use flat_hessian(loss_fn)."
             )
-        step = -jnp.linalg.pinv(h + damping * jnp.eye(p, dtype=h.dtype), hermitian=True) @ g
+        # The pseudo-inverse from the eigendecomposition of the symmetric H + damping*I
+        # (as jnp.linalg.pinv(..., hermitian=True)), its products at full float32 precision.
+        w, v = jnp.linalg.eigh(h + damping * jnp.eye(p, dtype=h.dtype))
+        keep = jnp.abs(w) > 10 * p * jnp.finfo(w.dtype).eps * jnp.max(jnp.abs(w))
+        inv_w = jnp.where(keep, 1 / jnp.where(keep, w, 1), 0)
+        step = -jnp.matmul(v, inv_w * jnp.matmul(g, v, precision=PRECISION), precision=PRECISION)
         return unravel(flat + step.astype(flat.dtype)), CountState(
             optax.safe_increment(state.count)
         )
