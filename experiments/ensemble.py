@@ -10,7 +10,7 @@ table of member and ensemble accuracies.
 from absl import app, flags
 from ml_collections import config_flags
 
-from lib import ensemble
+from lib import interrupt, ensemble
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/digits_ensemble.py", "Ensemble config file."
@@ -21,7 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the summary and figu
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    ensemble.run_ensemble(_CONFIG.value, _WORKDIR.value)
+    interrupt.run(ensemble.run_ensemble, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Running the same command again resumes the study in the workdir.
 from absl import app, flags
 from ml_collections import config_flags
 
-from lib import search
+from lib import interrupt, search
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/digits_sweep.py", "Sweep config file (a training config + search)."
@@ -22,7 +22,7 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    search.run_search(_CONFIG.value, _WORKDIR.value)
+    interrupt.run(search.run_search, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

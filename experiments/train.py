@@ -9,7 +9,7 @@ Running the same command again resumes from the workdir's last checkpoint.
 from absl import app, flags
 from ml_collections import config_flags
 
-from lib import train
+from lib import interrupt, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/digits_softmax.py", "Training config file."
@@ -22,7 +22,7 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    interrupt.run(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ def _quiet() -> Iterator[None]:
 def manager(directory: str, create: bool = True) -> Iterator[ocp.CheckpointManager]:
     """An open orbax CheckpointManager for ``directory``; reuse it for many saves."""
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None, create=create, enable_async_checkpointing=False
+        max_to_keep=None,
+        create=create,
+        enable_async_checkpointing=False,
+        cleanup_tmp_directories=create,  # a save a hard kill cut short leaves a *-tmp folder
     )
     with _quiet():
         mngr = ocp.CheckpointManager(os.path.abspath(directory), options=options)

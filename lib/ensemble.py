@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import data, members, metrics, plots, scores, settings, train
+from lib import data, interrupt, members, metrics, plots, scores, settings, train
 from lib.types import Array, Params
 
 COMBINES = ("proba", "scores", "vote")
@@ -247,6 +247,7 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     groups, raw = members.build_members(config, dataset)
     jax.block_until_ready([g.params for g in groups])
     build_seconds = time.perf_counter() - t0
+    interrupt.check()
     result = evaluate(groups, dataset, how)
     summary = {
         **result,

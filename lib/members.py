@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import checkpoints, data, metrics, search, settings, sharding, train
+from lib import checkpoints, data, interrupt, metrics, search, settings, sharding, train
 from lib.types import Array, Params, PRNGKey
 
 SOURCES = ("seeds", "search", "checkpoints", "ema")
@@ -321,6 +321,7 @@ def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> lis
                     t["val_accuracy"],
                 )
         groups.append(Group(setup, state.params, names))
+        interrupt.check()
     return groups
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from typing import Any, Iterable
+import tempfile
+from typing import Any, Iterable, Iterator, TextIO
 
 from absl import logging
 import numpy as np
@@ -24,13 +26,25 @@ def to_json(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def atomic(path: str, newline: str | None = None) -> Iterator[TextIO]:
+    """A text file to write that replaces ``path`` in one rename once the block ends (a
+    temporary file of its own, so processes sharing a workdir never write into one file)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", newline=newline) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_json(path: str, obj: Any) -> None:
     """Writes ``obj`` to ``path`` atomically (a temporary file, then a rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic(path) as f:
         json.dump(to_json(obj), f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: str) -> Any:
@@ -60,11 +74,9 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
 def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
     """Rewrites ``path`` with ``records`` atomically."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic(path) as f:
         for record in records:
             f.write(json.dumps(to_json(record), sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

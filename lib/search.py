@@ -8,31 +8,33 @@ numbers), and each minibatch is gathered once for the whole batch, whose product
 wide matrix product. The trials live in an Optuna study in the workdir (``lib.study``:
 storage, resume checks, recovery, sharing one study between processes), so rerunning the
 same command resumes it. Stage s + 1 samples inside the range the best complete trials of
-stage s narrowed (coarse to fine). A stage is asked, trained and told batch by batch
-(``search.trials_per_batch``), so TPE models each batch on those told before it. The best
+stage s narrowed (coarse to fine). A stage is claimed, trained and told batch by batch
+(``search.trials_per_batch``), so TPE models each batch on those told before it, and a later
+stage from its first trial on the earlier stage's (``lib.study``). The best
 trial is the best complete one of the last stage that has any. Outputs: trials.csv,
 summary.json, search.png, best_hparams.json and the best trial's params (orbax).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import dataclasses
-import itertools
+import math
 import os
 import shutil
 import socket
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from absl import logging
 import jax
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
-from lib import checkpoints, metrics, plots, settings, sharding, study as studies, train
+from lib import checkpoints, interrupt, metrics, plots, settings, sharding, study as studies, train
 from lib.space import (
     Space,
     border_warnings,
@@ -110,8 +112,42 @@ def _check_config(config: Any, workdir: str) -> dict:
     )
 
 
-def _trial_seed(seed: int, stage: int, slot: int) -> int:
-    return int(np.random.SeedSequence([seed, stage, slot]).generate_state(1)[0] >> 1)
+class Stage(NamedTuple):
+    """One stage of a sweep, built once: its study, range, slots and epochs."""
+
+    index: int
+    study: Any  # optuna.Study
+    space: Space
+    plan: list[dict[str, Any]]  # slot i's fixed params; {} where TPE proposes them
+    num_epochs: int
+
+
+def _open_stage(storage, index: int, space: Space, num: int, num_epochs: int, ctx: dict) -> Stage:
+    """The stage's study (created on first use, with its range and epochs; the range it was
+    first created with is authoritative) and its slots, planned in the study."""
+    study = studies.open_stage(storage, ctx["study_name"], index)
+    if "space" in study.user_attrs:
+        space = space_from_json(study.user_attrs["space"])
+    else:
+        study.set_user_attr("space", space_to_json(space))
+        study.set_user_attr("num_epochs", num_epochs)
+    if ctx["sampler"] == "random":
+        plan = sample_random(space, num, [ctx["seed"], index])
+    elif ctx["sampler"] == "grid":
+        plan = sample_grid(space, num)
+    else:
+        plan = [{}] * num
+    stage = Stage(index, study, space, plan, num_epochs)
+    ctx["interrupted"] += studies.recover(study, ctx["owner"])
+    _plan(stage)
+    return stage
+
+
+def _plan(stage: Stage) -> None:
+    """Enqueues the stage's open slots, one structure after another (so claims come in
+    batches of one structure)."""
+    order = sorted(range(len(stage.plan)), key=lambda i: (repr(structure(stage.plan[i])), i))
+    studies.plan_slots(stage.study, stage.plan, order)
 
 
 def _setup_for(base: settings.Setup, row: Mapping[str, Any], num_epochs: int) -> settings.Setup:
@@ -131,19 +167,20 @@ def _record(stage: int, t) -> dict[str, Any]:
         "slot": t.user_attrs["slot"],
         "hparams": dict(t.params),
         "value": t.value,
+        "model": t.user_attrs.get("model", ""),
         **t.user_attrs["result"],
     }
 
 
 def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list[dict]:
-    """Trains asked trials ``items`` ([(trial, slot, row)], one structure) in one program;
+    """Trains claimed trials ``items`` ([(trial, slot, row)], one structure) in one program;
     ``full`` is the stage's full batch size."""
     setup = _setup_for(ctx["setup"], items[0][2], num_epochs)
     rows = [
         {**ctx["hparams"], **{k: v for k, v in row.items() if k in settings.HPARAMS}}
         for _, _, row in items
     ]
-    seeds = [_trial_seed(ctx["seed"], stage, slot) for _, slot, _ in items]
+    seeds = [studies.trial_seed(ctx["seed"], stage, slot) for _, slot, _ in items]
     # Lanes: a power of two, at least a quarter of the stage's batch (few distinct shapes,
     # so few compiles), at most the batch.
     lanes = min(full, max(1 << (len(items) - 1).bit_length(), full // 4))
@@ -180,79 +217,132 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list
     return out
 
 
-def _batches(plan, pending: list[int], size: int) -> list[list[int]]:
-    """Pending slots in batches of at most ``size``; with a plan, one structure per batch."""
-    if plan is None:
-        return [pending[i : i + size] for i in range(0, len(pending), size)]
-    pending = sorted(pending, key=lambda i: repr(structure(plan[i])))
-    groups = [list(g) for _, g in itertools.groupby(pending, lambda i: structure(plan[i]))]
-    return [g[i : i + size] for g in groups for i in range(0, len(g), size)]
+def _proposer(stage: Stage, dists: dict, earlier: list[list[tuple[dict, float, dict]]], ctx: dict):
+    """TPE's ``propose`` for ``studies.claim``: the model's params, and which stage's trials
+    it modelled (user attr ``model``: ``random`` during a first stage's start-up)."""
 
-
-def _run_stage(study, stage: int, space: Space, num: int, num_epochs: int, ctx: dict) -> int:
-    """Runs the stage's untaken slots batch by batch; returns how many trials ran.
-
-    Each batch is asked, trained and told before the next is asked, so TPE models every
-    batch after its first ``search.tpe_startup`` trials on the ones told before it. The taken
-    slots (RUNNING or COMPLETE, possibly by another process) are re-read before each batch.
-    """
-    dists = distributions(space)
-    plan = None
-    if ctx["sampler"] == "random":
-        plan = sample_random(space, num, [ctx["seed"], stage])
-    elif ctx["sampler"] == "grid":
-        plan = sample_grid(space, num)
-        num = len(plan)
-    elif ctx["batch"] >= num:
-        logging.warning(
-            "stage %d: tpe asks all %d trials as one batch (search.trials_per_batch=%d), so "
-            "none is modelled on another; set search.trials_per_batch below %d",
-            stage,
-            num,
-            ctx["batch"],
-            num,
+    def propose(study):
+        params, source = studies.propose_tpe(
+            study,
+            dists,
+            earlier,
+            studies.trial_seed(ctx["seed"], stage.index, len(study.get_trials(deepcopy=False))),
+            ctx["tpe_startup"],
         )
-    full = min(ctx["batch"], num)
-    ran = 0
+        return params, {"model": "random" if source is None else f"stage {source}"}
+
+    return propose
+
+
+def _run_stage(stage: Stage, earlier: list[list[tuple[dict, float, dict]]], ctx: dict) -> int:
+    """Claims, trains and tells the stage's slots batch by batch; returns how many trials
+    this process ran. Each batch is claimed after the one before it is told, so TPE models
+    every batch on all trials finished before it. When no slot is left but other processes
+    still run some of this stage's, waits for them (the next stage narrows around them)."""
+    dists = distributions(stage.space)
+    propose = _proposer(stage, dists, earlier, ctx) if ctx["sampler"] == "tpe" else None
+    if propose is not None and not earlier and ctx["batch"] >= len(stage.plan):
+        logging.warning(
+            "stage %d: tpe claims all %d trials as one batch (search.trials_per_batch=%d), so "
+            "none is modelled on another; set search.trials_per_batch below %d",
+            stage.index,
+            len(stage.plan),
+            ctx["batch"],
+            len(stage.plan),
+        )
+    full = min(ctx["batch"], len(stage.plan))
+    ran, seconds = 0, 0.0
     while True:
-        taken = studies.taken_slots(study)
-        batches = _batches(plan, [i for i in range(num) if i not in taken], ctx["batch"])
-        if not batches:
-            return ran
-        asked = []
-        for slot in batches[0]:
-            if plan is not None:
-                study.enqueue_trial(plan[slot])
-            trial = study.ask(dists)
-            trial.set_user_attr("owner", ctx["owner"])  # before the slot: see lib.study
-            trial.set_user_attr("slot", slot)
-            asked.append((trial, slot, trial.params))
+        interrupt.check()
+        claimed = studies.claim(
+            stage.study, ctx["batch"], len(stage.plan), dists, ctx["owner"], propose
+        )
+        if not claimed:
+            if not _wait_for_others(stage, ctx):
+                return ran
+            continue
+        t0 = time.perf_counter()
         groups: dict[tuple, list] = {}
-        for item in asked:
-            groups.setdefault(structure(item[2]), []).append(item)
+        for trial, slot in claimed:
+            groups.setdefault(structure(trial.params), []).append((trial, slot, trial.params))
         done = [
-            r for items in groups.values() for r in _run_batch(items, stage, num_epochs, full, ctx)
+            r
+            for items in groups.values()
+            for r in _run_batch(items, stage.index, stage.num_epochs, full, ctx)
         ]
         if ctx["callback"] is not None:
-            ctx["callback"](stage, [{"slot": r["slot"], **r["result"]} for r in done])
+            ctx["callback"](stage.index, [{"slot": r["slot"], **r["result"]} for r in done])
         for r in done:
-            complete = r["result"]["status"] == "complete"
-            value = r["result"]["val_accuracy"] if complete else 0.0
-            r["trial"].set_user_attr("result", r["result"])
-            study.tell(r["trial"], value)
-            # Kept in memory for the stage's best, chosen as run_search chooses it (highest
-            # value among complete trials, then lowest trial number): no retraining needed.
-            best = ctx["best_params"].get(stage)
-            if complete and (best is None or (value, -r["trial"].number) > (best[0], -best[1])):
-                ctx["best_params"][stage] = (value, r["trial"].number, r["params"])
+            _tell(stage, r, ctx)
         ran += len(done)
-        logging.info(
-            "stage %d: %d trials of %d epochs done, best val acc %.4f",
-            stage,
-            len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-            num_epochs,
-            study.best_value,
-        )
+        seconds += time.perf_counter() - t0
+        _log_progress(stage, ran * stage.num_epochs, seconds, ctx)
+
+
+def _tell(stage: Stage, r: dict, ctx: dict) -> None:
+    """Stores a trained trial in the study, and keeps the stage's best params in memory."""
+    complete = r["result"]["status"] == "complete"
+    value = r["result"]["val_accuracy"] if complete else 0.0
+    r["trial"].set_user_attr("result", r["result"])
+    stage.study.tell(r["trial"], value)
+    # Kept in memory for the stage's best, chosen as run_search chooses it (highest value
+    # among complete trials, then lowest slot): no retraining needed.
+    best = ctx["best_params"].get(stage.index)
+    if complete and (best is None or (value, -r["slot"]) > (best[0], -best[1])):
+        ctx["best_params"][stage.index] = (value, r["slot"], r["params"])
+
+
+def _wait_for_others(stage: Stage, ctx: dict) -> bool:
+    """True after a pause while other live processes run trials of this stage (slots of
+    processes that died meanwhile are planned again); False when none does."""
+    others = studies.running_elsewhere(stage.study, ctx["owner"])
+    if not others:
+        return False
+    logging.info(
+        "stage %d: waiting for %d trials other processes are running", stage.index, others
+    )
+    time.sleep(WAIT_SECONDS)
+    ctx["interrupted"] += studies.recover(stage.study, ctx["owner"])
+    _plan(stage)
+    return True
+
+
+WAIT_SECONDS = 2.0
+
+
+def _log_progress(stage: Stage, trial_epochs: int, seconds: float, ctx: dict) -> None:
+    """One line after a batch: trials done / planned, this stage's best val accuracy, the
+    time elapsed and an ETA: the trial-epochs left in every stage at the rate (seconds per
+    trial-epoch) this process measured in this stage."""
+    planned, epochs = ctx["planned"], [e for _, e in ctx["stages"]]
+    here = len(studies.finished(stage.study))
+    left = (planned[stage.index] - here) * stage.num_epochs + sum(
+        n * e for n, e in zip(planned[stage.index + 1 :], epochs[stage.index + 1 :])
+    )
+    logging.info(
+        "stage %d/%d: %d/%d trials done (%d/%d of this stage, %d epochs each), best val acc "
+        "%.4f, %s elapsed, ETA %s",
+        stage.index + 1,
+        len(planned),
+        ctx["finished_before"] + here,
+        sum(planned),
+        here,
+        planned[stage.index],
+        stage.num_epochs,
+        stage.study.best_value if here else float("nan"),
+        _duration(time.perf_counter() - ctx["start"]),
+        _duration(max(left, 0) * seconds / trial_epochs),
+    )
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
@@ -260,15 +350,19 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
 
     Stage s trains ``stages[s]`` = (trials, epochs) in batches: each batch holds trials of
     one structure and is one ``jax.vmap(train.fit)`` sharded over the local devices. Stage
-    s + 1 samples inside ``narrow(space_s, ...)``. Every trial is stored in the Optuna study
-    ``<search.study_name>.stage<s>`` (journal file in the workdir by default); a rerun skips
-    finished trials and re-runs those an interrupted run left RUNNING; a config that would
-    drop or change finished stages is refused (``lib.study.check_stages``).
+    s + 1 samples inside ``narrow(space_s, ...)``; with TPE it models the earlier stages'
+    trials from its first trial on (``lib.study``). Every trial is stored in the Optuna
+    study ``<search.study_name>.stage<s>`` (journal file in the workdir by default), where
+    several processes may share the work; a rerun skips finished trials and re-runs those an
+    interrupted run left unfinished; a config that would drop or change finished stages is
+    refused (``lib.study.check_stages``). ``lib.interrupt.check()`` is called between
+    batches: a signal stops the sweep there, with every told trial kept.
 
-    The best trial is the one with the highest validation accuracy (then the lowest trial
-    number) among the ``complete`` trials of the last stage that has any; diverged trials
+    The best trial is the one with the highest validation accuracy (then the lowest slot,
+    so the choice does not depend on how many processes shared the sweep) among the ``complete`` trials of the last stage that has any; diverged trials
     never count. Without any complete trial, summary.json has ``best: None`` and no best
-    params or test accuracy are written.
+    params or test accuracy are written. ``border_warnings`` also says when a stage learned
+    nothing (no trial clearly above the validation set's majority-class rate).
 
     Args:
       config: a training config plus a ``search`` block (see configs/digits_sweep.py).
@@ -291,75 +385,28 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json(os.path.join(workdir, "config.json"), plan["config_dict"])
     storage = studies.open_storage(s.get("storage"), workdir)
-    mesh = sharding.trial_mesh()
-    ctx = {
-        "setup": plan["setup"],
-        "hparams": plan["hparams"],
-        "seed": int(s.seed),
-        "batch": sharding.padded_size(int(s.trials_per_batch), mesh.size),
-        "mesh": mesh,
-        "data": sharding.replicate(train.to_device(plan["dataset"]), mesh),
-        "sampler": s.sampler,
-        "callback": callback,
-        "best_params": {},
-        "owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-    }
-    space, stage_summaries, warnings, records = plan["space"], [], [], []
+    ctx = _context(plan, s, callback, start)
+    space, stage_summaries, warnings, records, earlier = plan["space"], [], [], [], []
     best = None
-    ran = interrupted = 0
-    train_seconds = 0.0
-    for stage, (num, num_epochs) in enumerate(plan["stages"]):
-        study = optuna.create_study(
-            storage=storage,
-            study_name=studies.stage_name(s.study_name, stage),
-            sampler=studies.make_sampler(
-                s.sampler, int(s.seed) + stage, int(s.get("tpe_startup", 10))
-            ),
-            direction="maximize",
-            load_if_exists=True,
-        )
-        if "space" in study.user_attrs:  # the stage's space as first created is authoritative
-            space = space_from_json(study.user_attrs["space"])
-        else:
-            study.set_user_attr("space", space_to_json(space))
-            study.set_user_attr("num_epochs", num_epochs)
-        interrupted += studies.recover(study, ctx["owner"])
+    for index, (num, num_epochs) in enumerate(plan["stages"]):
+        interrupt.check()
+        stage = _open_stage(storage, index, space, num, num_epochs, ctx)
+        dists = distributions(stage.space)
+        ctx["planned"][index], ctx["finished_before"] = len(stage.plan), len(records)
         t0 = time.perf_counter()
-        ran += _run_stage(study, stage, space, num, num_epochs, ctx)
-        train_seconds += time.perf_counter() - t0
-        stage_records = [_record(stage, t) for t in studies.finished(study)]
+        ctx["ran"] += _run_stage(stage, earlier, ctx)
+        ctx["train_seconds"] += time.perf_counter() - t0
+        stage_records = [_record(index, t) for t in studies.finished(stage.study)]
         records += stage_records
+        earlier.append([(r["hparams"], r["value"], dists) for r in stage_records])
+        stage_summary = _stage_summary(stage, stage_records, plan, ctx)
+        stage_summaries.append(stage_summary)
+        warnings += stage_summary["border_warnings"]
         ok = [r for r in stage_records if r["status"] == "complete"]
-        rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
-        stage_warnings = [
-            f"stage {stage}: {w}"
-            for w in border_warnings(space, rows, scores, plan["setup"], configured=plan["space"])
-        ]
-        if not ok:
-            stage_warnings.append(
-                f"stage {stage}: all {len(stage_records)} trials diverged (NaN/inf loss); "
-                "lower the learning-rate range, e.g. --config.search.space.learning_rate.high"
-            )
-        for w in stage_warnings:
-            logging.warning("%s", w)
-        warnings += stage_warnings
-        stage_best = max(ok, key=lambda r: (r["value"], -r["trial"])) if ok else None
-        best = stage_best or best
-        stage_summaries.append(
-            {
-                "num_trials": len(stage_records),
-                "num_epochs": num_epochs,
-                "space": space_to_json(space),
-                "border_warnings": stage_warnings,
-                "diverged": len(stage_records) - len(ok),
-                "best": stage_best
-                and {
-                    k: stage_best[k] for k in ("trial", "hparams", "val_accuracy", "train_accuracy")
-                },
-            }
-        )
-        if stage + 1 < len(plan["stages"]) and ok:  # with none complete, keep the range
-            space = narrow(space, rows, scores, float(s.top_fraction))
+        best = max(ok, key=lambda r: (r["value"], -r["slot"])) if ok else best
+        if index + 1 < len(plan["stages"]) and ok:  # with none complete, keep the range
+            rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
+            space = narrow(stage.space, rows, scores, float(s.top_fraction))
     _write_csv(os.path.join(workdir, "trials.csv"), records, plan["space"])
     summary = {
         "num_trials": len(records),
@@ -369,11 +416,11 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         "train_accuracy": None,
         "val_accuracy": None,
         "test_accuracy": None,
-        "trials_run": ran,
-        "interrupted_trials": interrupted,
-        "trials_per_second": ran / train_seconds if ran else None,
+        "trials_run": ctx["ran"],
+        "interrupted_trials": ctx["interrupted"],
+        "trials_per_second": ctx["ran"] / ctx["train_seconds"] if ctx["ran"] else None,
         "sampler": s.sampler,
-        "devices": mesh.size,
+        "devices": ctx["mesh"].size,
     }
     if best is None:
         logging.error(
@@ -383,41 +430,127 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
             len(records),
         )
     else:
-        # The best trial: highest val accuracy (then lowest trial number) among the complete
-        # trials of the last stage that has any (later stages train longer).
-        best_params, best_setup = _best_params(workdir, best, ctx)
-        dataset = plan["dataset"]
-        test_acc = float(train.accuracy(best_params, dataset.x_test, dataset.y_test, best_setup))
-        _write_best(workdir, best, test_acc)
-        summary.update(
-            best={
-                k: best[k]
-                for k in (
-                    "hparams",
-                    "val_accuracy",
-                    "train_accuracy",
-                    "stage",
-                    "trial",
-                    "seed",
-                    "num_epochs",
-                )
-            },
-            train_accuracy=best["train_accuracy"],
-            val_accuracy=best["val_accuracy"],
-            test_accuracy=test_acc,
-        )
-        logging.info(
-            "best (stage %d, trial %d): val acc %.4f  test acc %.4f  %s",
-            best["stage"],
-            best["trial"],
-            best["val_accuracy"],
-            test_acc,
-            best["hparams"],
-        )
+        summary.update(_evaluate_best(workdir, best, plan["dataset"], ctx))
     summary["seconds"] = time.perf_counter() - start
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)
     plots.search_trials(records, plan["space"], os.path.join(workdir, "search.png"))
     return summary
+
+
+def _context(plan: dict, s: Any, callback, start: float) -> dict[str, Any]:
+    """What every stage of this process's sweep shares (data on the devices, counters)."""
+    mesh = sharding.trial_mesh()
+    y_val = np.asarray(plan["dataset"].y_val)
+    return {
+        "setup": plan["setup"],
+        "hparams": plan["hparams"],
+        "seed": int(s.seed),
+        "study_name": s.study_name,
+        "batch": sharding.padded_size(int(s.trials_per_batch), mesh.size),
+        "mesh": mesh,
+        "data": sharding.replicate(train.to_device(plan["dataset"]), mesh),
+        "sampler": s.sampler,
+        "tpe_startup": int(s.get("tpe_startup", 10)),
+        "callback": callback,
+        "best_params": {},
+        "owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        "stages": plan["stages"],
+        "planned": [num for num, _ in plan["stages"]],
+        "finished_before": 0,
+        "chance": (np.bincount(y_val).max() / len(y_val), len(y_val)),
+        "start": start,
+        "ran": 0,
+        "interrupted": 0,
+        "train_seconds": 0.0,
+    }
+
+
+def _stage_summary(stage: Stage, records: list[dict], plan: dict, ctx: dict) -> dict[str, Any]:
+    """A stage's entry of summary.json; logs its warnings (border, nothing learned,
+    everything diverged)."""
+    ok = [r for r in records if r["status"] == "complete"]
+    rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
+    warnings = border_warnings(stage.space, rows, scores, plan["setup"], configured=plan["space"])
+    warnings += nothing_learned(records, *ctx["chance"], plan["space"])
+    warnings = [f"stage {stage.index}: {w}" for w in warnings]
+    for w in warnings:
+        logging.warning("%s", w)
+    best = max(ok, key=lambda r: (r["value"], -r["slot"])) if ok else None
+    return {
+        "num_trials": len(records),
+        "num_epochs": stage.num_epochs,
+        "space": space_to_json(stage.space),
+        "border_warnings": warnings,
+        "diverged": len(records) - len(ok),
+        "model": dict(collections.Counter(r["model"] for r in records if r["model"])),
+        "best": best
+        and {k: best[k] for k in ("trial", "hparams", "val_accuracy", "train_accuracy")},
+    }
+
+
+def nothing_learned(
+    records: Sequence[Mapping[str, Any]], chance: float, num_val: int, space: Space
+) -> list[str]:
+    """A warning when no complete trial of a stage clearly beats the chance level, with the
+    likely fix; [] otherwise.
+
+    Chance is the validation set's majority-class rate p; "clearly" means by at least
+    ``max(0.2 (1 - p), 3 sqrt(p (1 - p) / num_val))`` (a fifth of the way to perfect, and
+    well outside the sampling noise of ``num_val`` examples; an untrained linear model on
+    digits scores about 0.19 against p = 0.10). When every trial diverged, or
+    the trials that did not diverge learned nothing while others diverged, the learning-rate
+    range is likely too high; when none diverged, too low.
+    """
+    if not records:
+        return []
+    ok = [r for r in records if r["status"] == "complete"]
+    margin = max(0.2 * (1 - chance), 3 * math.sqrt(chance * (1 - chance) / num_val))
+    if ok and max(r["val_accuracy"] for r in ok) >= chance + margin:
+        return []
+    level = f"the chance level {chance:.3f} (the validation set's majority-class rate)"
+    if not ok:
+        what = f"all {len(records)} trials diverged (NaN/inf loss)"
+    elif len(ok) < len(records):
+        what = f"{len(records) - len(ok)} of {len(records)} trials diverged and none beat {level}"
+    else:
+        best = max(r["val_accuracy"] for r in ok)
+        what = f"nothing learned: the best val accuracy {best:.4f} is within {margin:.3f} of {level}"
+    too_high = len(ok) < len(records)
+    lr = space.get("learning_rate")
+    if lr is None or lr.scale == "choice":
+        fix = ("lower" if too_high else "raise") + " --config.optimizer.learning_rate"
+    else:
+        low, high = (lr.low / 1e4, lr.low) if too_high else (lr.high, lr.high * 1e4)
+        fix = (
+            f"the learning-rate range [{lr.low:.3g}, {lr.high:.3g}] is likely too "
+            f"{'high' if too_high else 'low'}: move it, e.g. "
+            f"--config.search.space.learning_rate.low={low:.3g} "
+            f"--config.search.space.learning_rate.high={high:.3g}"
+        )
+    return [f"{what}; {fix}, with a new --workdir"]
+
+
+def _evaluate_best(workdir: str, best: dict, dataset, ctx: dict) -> dict[str, Any]:
+    """The best trial's test accuracy, with best_params/ and best_hparams.json written; the
+    summary's entries for it."""
+    best_params, best_setup = _best_params(workdir, best, ctx)
+    test_acc = float(train.accuracy(best_params, dataset.x_test, dataset.y_test, best_setup))
+    _write_best(workdir, best, test_acc)
+    logging.info(
+        "best (stage %d, trial %d): val acc %.4f  test acc %.4f  %s",
+        best["stage"],
+        best["trial"],
+        best["val_accuracy"],
+        test_acc,
+        best["hparams"],
+    )
+    keys = ("hparams", "val_accuracy", "train_accuracy", "stage", "trial", "seed", "num_epochs")
+    return {
+        "best": {k: best[k] for k in keys},
+        "train_accuracy": best["train_accuracy"],
+        "val_accuracy": best["val_accuracy"],
+        "test_accuracy": test_acc,
+    }
 
 
 def _best_params(workdir: str, best: dict, ctx: dict):
@@ -434,7 +567,7 @@ def _best_params(workdir: str, best: dict, ctx: dict):
         like = jax.eval_shape(lambda: train.init_params(jax.random.key(0), setup))
         return checkpoints.restore(path, 0, like=like), setup
     kept = ctx["best_params"].get(best["stage"])
-    if kept is not None and kept[1] == best["trial"]:
+    if kept is not None and kept[1] == best["slot"]:
         params = kept[2]
     else:
         row = {
@@ -445,12 +578,14 @@ def _best_params(workdir: str, best: dict, ctx: dict):
             [best["seed"]], [row], ctx["data"], setup, ctx["mesh"], order_seed=best["order_seed"]
         )
         params = sharding.trial_params(state, 0)
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = f"{path}.tmp-{ctx['owner'].replace(':', '-')}"  # its own: workers share workdirs
     checkpoints.save(tmp, 0, params)
     shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-    if os.path.exists(info):
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another process of the sweep put the same params there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
         os.remove(info)  # rewritten by _write_best once the new params are in place
     return params, setup
 
@@ -476,7 +611,7 @@ def _write_best(workdir: str, best: dict, test_accuracy: float) -> None:
 
 def _write_csv(path: str, records: list[dict], space: Space) -> None:
     names = sorted(n for n in space if n != "num_epochs")  # num_epochs has its own column
-    with open(path + ".tmp", "w", newline="") as f:
+    with metrics.atomic(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*TRIAL_COLUMNS_BEFORE_SPACE, *names, *TRIAL_COLUMNS_AFTER_SPACE])
         for r in records:
@@ -491,4 +626,3 @@ def _write_csv(path: str, records: list[dict], space: Space) -> None:
                     " ".join(f"{v:.4f}" for v in r["val_accuracy_per_epoch"]),
                 ]
             )
-    os.replace(path + ".tmp", path)

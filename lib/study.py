@@ -1,22 +1,34 @@
-"""The Optuna side of a sweep: storage, per-stage studies, resume checks and recovery.
+"""The Optuna side of a sweep: storage, per-stage studies, slots claimed atomically, the
+TPE model across stages, resume checks and recovery.
 
 A sweep's study ``<name>`` is one Optuna study per stage, ``<name>.stage<s>``, in a journal
-file ``<workdir>/study.journal`` (default) or an RDB (``search.storage``). Each trial carries
-user attrs ``owner`` (``host:pid:token`` of the process running it; written before the slot),
-``slot`` (its index in the stage's plan) and, once told, ``result``.
+file ``<workdir>/study.journal`` (default) or an RDB (``search.storage``). A stage's planned
+trials are its *slots*: ``plan_slots`` enqueues one WAITING trial per slot (user attr
+``slot``; for random and grid search also the trial's fixed params). A process claims a slot
+by popping a WAITING trial with ``study.ask``, which the journal and RDB storages make
+atomic, then writes its ``owner`` (``host:pid:token``); once trained the trial is told with
+user attr ``result``. So several processes can share one study and never run one slot twice:
+if two of them planned a slot at the same moment, the slot's lowest-numbered live trial is
+the one that runs and a later copy is dropped (told FAIL) when popped.
 
-Several processes may share one study: each re-reads the taken (RUNNING or COMPLETE) slots
-right before asking a batch and skips them. A small race remains: two processes that read the
-taken slots at the same moment, before either has asked, both run those slots; the duplicate
-is harmless (``records`` keeps the first complete trial of each slot) but costs compute.
+TPE proposes a trial's params when its slot is claimed (``propose_tpe``), from a model fitted
+to one stage's finished trials: the latest stage, this one included, with at least
+``len(space) + 2`` finished trials inside this stage's range (BOHB's rule: model the largest
+budget with enough observations). So a stage after the first starts from what the earlier
+stages learned instead of a random start-up; only a stage with no such earlier stage (the
+first) begins with ``search.tpe_startup`` random trials. Trials still running count as bad
+ones (constant liar), so one batch spreads out.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -101,11 +113,18 @@ def check_stages(storage, study_name: str, stages: Sequence[tuple[int, int]], sa
                 )
 
 
-def owner_alive(owner: str, me: str) -> bool:
-    """Whether the process that left a trial RUNNING may still be working on it. A missing
-    owner (a kill between ask and the first attr) counts as dead."""
+def owner_alive(owner: str, me: str, started: datetime.datetime | None = None) -> bool:
+    """Whether the process that left a trial RUNNING may still be working on it.
+
+    A trial with no owner yet was claimed by a process that wrote nothing else: alive for
+    ``OWNER_GRACE_SECONDS`` after it started (the owner is written right after the claim),
+    dead after that (a kill between the two).
+    """
     if not owner:
-        return False
+        if started is None:
+            return False
+        now = datetime.datetime.now(started.tzinfo)
+        return (now - started).total_seconds() < OWNER_GRACE_SECONDS
     host, pid, token = (owner.split(":") + ["", "", ""])[:3]
     my_host, my_pid, my_token = me.split(":")
     if host != my_host:
@@ -119,23 +138,120 @@ def owner_alive(owner: str, me: str) -> bool:
     return True
 
 
+OWNER_GRACE_SECONDS = 30.0
+
+
 def recover(study, me: str) -> int:
-    """Marks FAILED the trials an interrupted run left WAITING or RUNNING; returns how many."""
+    """Marks FAIL the RUNNING trials whose process is gone; returns how many. Their slots
+    are planned again by the next ``plan_slots``."""
     count = 0
-    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        study.tell(study.ask(), state=TrialState.FAIL)
-        count += 1
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not owner_alive(t.user_attrs.get("owner", ""), me):
-            study.tell(t.number, state=TrialState.FAIL)
+        if not owner_alive(t.user_attrs.get("owner", ""), me, t.datetime_start):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             count += 1
     return count
 
 
-def taken_slots(study) -> set[int]:
-    """Slots of trials that are RUNNING (here or elsewhere) or COMPLETE (re-read each call)."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-    return {t.user_attrs["slot"] for t in trials if "slot" in t.user_attrs}
+def running_elsewhere(study, me: str) -> int:
+    """How many trials of ``study`` other live processes are running."""
+    return sum(
+        t.user_attrs.get("owner") != me
+        and owner_alive(t.user_attrs.get("owner", ""), me, t.datetime_start)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    )
+
+
+def plan_slots(study, plan: Sequence[dict[str, Any]], order: Sequence[int] | None = None) -> int:
+    """Enqueues a WAITING trial for every slot of ``plan`` that has no live trial (WAITING,
+    RUNNING or COMPLETE): a new stage's slots, those of trials that failed or were
+    interrupted, and slots a stage gained. ``plan[i]`` is slot i's fixed params ({} where
+    TPE proposes them when the slot is claimed); ``order``: the order to enqueue them in
+    (claims pop in that order). Returns how many were enqueued."""
+    live = {
+        t.user_attrs["slot"]
+        for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.FAIL and "slot" in t.user_attrs
+    }
+    missing = [i for i in (range(len(plan)) if order is None else order) if i not in live]
+    for i in missing:
+        study.enqueue_trial(dict(plan[i]), user_attrs={"slot": i})
+    return len(missing)
+
+
+class _Preset(optuna.samplers.BaseSampler):
+    """The stages' sampler: returns the params set in ``values`` (a TPE proposal). Random and
+    grid slots carry fixed params, so they never reach it; a trial ``ask`` created instead of
+    popping one (another process took the last slot) gets the lows and is dropped."""
+
+    def __init__(self):
+        self.values: dict[str, Any] = {}
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name in self.values:
+            return self.values[param_name]
+        if isinstance(param_distribution, optuna.distributions.CategoricalDistribution):
+            return param_distribution.choices[0]
+        return param_distribution.low
+
+
+def open_stage(storage, study_name: str, stage: int):
+    """The study of one stage (created on first use), with the sampler ``claim`` drives."""
+    return optuna.create_study(
+        storage=storage,
+        study_name=stage_name(study_name, stage),
+        sampler=_Preset(),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def _copy_of_earlier_trial(study, number: int, slot: int) -> bool:
+    return any(
+        t.number < number and t.state != TrialState.FAIL and t.user_attrs.get("slot") == slot
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def claim(
+    study,
+    num: int,
+    slots: int,
+    dists: dict[str, Any],
+    owner: str,
+    propose: Callable[[Any], tuple[dict[str, Any], dict[str, Any]]] | None = None,
+) -> list[tuple[Any, int]]:
+    """Claims up to ``num`` WAITING slots (below ``slots``) for ``owner``: [(trial, slot)].
+
+    Each claim pops one WAITING trial atomically (``study.ask``). With ``propose`` (TPE),
+    ``propose(study)`` gives its params and user attrs, computed right before, so each
+    proposal sees the trials claimed before it. A popped copy of a slot that a
+    lower-numbered live trial holds, or a slot past ``slots`` (the stage shrank), is told
+    FAIL and skipped.
+    """
+    out = []
+    while len(out) < num:
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            break
+        attrs = {}
+        if propose is not None:
+            study.sampler.values, attrs = propose(study)
+        trial = study.ask(dists)
+        trial.set_user_attr("owner", owner)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        slot = trial.user_attrs.get("slot")
+        if slot is None or slot >= slots or _copy_of_earlier_trial(study, trial.number, slot):
+            trial.set_user_attr("dropped", "not a slot of this stage, or a copy of one")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        out.append((trial, slot))
+    return out
 
 
 def finished(study) -> list[Any]:
@@ -149,11 +265,88 @@ def finished(study) -> list[Any]:
     return [out[k] for k in sorted(out)]
 
 
-def make_sampler(name: str, seed: int, tpe_startup: int):
-    """TPE (multivariate, constant liar, ``n_startup_trials`` explicit) or a RandomSampler
-    (random and grid enqueue their own plan; Optuna only records it)."""
-    if name == "tpe":
-        return optuna.samplers.TPESampler(
-            constant_liar=True, multivariate=True, n_startup_trials=tpe_startup, seed=seed
+def _fits(params: dict[str, Any], dists: dict[str, Any]) -> bool:
+    """Whether a trial can be modelled over ``dists``: it has every name, and its choices
+    are still among a narrowed dimension's choices (numbers may lie outside the range)."""
+    return all(
+        name in params
+        and (
+            not isinstance(dist, optuna.distributions.CategoricalDistribution)
+            or params[name] in dist.choices
         )
-    return optuna.samplers.RandomSampler(seed)
+        for name, dist in dists.items()
+    )
+
+
+def latest_enough(
+    earlier: Sequence[Sequence[tuple[dict, float, dict]]], dists: dict[str, Any]
+) -> tuple[list[tuple[dict, float, dict]], int] | None:
+    """The finished trials of the latest earlier stage with at least ``len(dists) + 2`` of
+    them that fit ``dists``, and that stage's index; None when no stage has as many.
+
+    ``earlier[k]``: stage k's finished trials as (params, value, distributions) triples.
+    """
+    for k in range(len(earlier) - 1, -1, -1):
+        fit = [t for t in earlier[k] if _fits(t[0], dists)]
+        if len(fit) >= len(dists) + 2:
+            return fit, k
+    return None
+
+
+def propose_tpe(
+    study,
+    dists: dict[str, Any],
+    earlier: Sequence[Sequence[tuple[dict, float, dict]]],
+    seed: int,
+    startup: int,
+) -> tuple[dict[str, Any], int | None]:
+    """A TPE proposal for the next slot of ``study`` (stage ``len(earlier)``), and the stage
+    whose trials it modelled (None: a random start-up trial).
+
+    The model (TPE, constant liar) is fitted in memory to one stage's finished trials: this
+    stage's own once it has ``len(dists) + 2`` of them, before that the latest earlier stage
+    with as many (``latest_enough``); earlier stages trained fewer epochs, so their
+    accuracies are never mixed with this stage's (BOHB's rule: model the largest budget with
+    enough observations). This stage's RUNNING trials are the pending ones. Own trials share
+    this stage's range and are modelled jointly (multivariate TPE); an earlier stage's span
+    a wider range than the one sampled, so they are modelled one hyperparameter at a time.
+    Only a stage with no earlier stage to model begins with ``startup`` random trials.
+    """
+    own, running = [], []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if t.state == TrialState.RUNNING:
+            running.append(t)
+        elif "result" in t.user_attrs:
+            own.append((t.params, t.value, t.distributions))
+    prior = latest_enough(earlier, dists)
+    if prior is None or len(own) >= len(dists) + 2:
+        observed, source = own, len(earlier)
+    else:
+        observed, source = prior
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            constant_liar=True,
+            multivariate=source == len(earlier),
+            n_startup_trials=startup if prior is None else 0,
+            seed=seed,
+        )
+    model = optuna.create_study(direction="maximize", sampler=sampler)
+    model.add_trials(
+        [optuna.trial.create_trial(params=p, distributions=d, value=v) for p, v, d in observed]
+        + [
+            optuna.trial.create_trial(
+                state=TrialState.RUNNING, params=t.params, distributions=t.distributions
+            )
+            for t in running
+            if t.params
+        ]
+    )
+    if prior is None and len(own) < startup:
+        source = None
+    return model.ask(dists).params, source
+
+
+def trial_seed(*parts: int) -> int:
+    """A 63-bit seed drawn from the integers ``parts`` (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] >> 1)

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from lib import checkpoints, data, losses, metrics, plots, scores, settings, updates
+from lib import checkpoints, data, interrupt, losses, metrics, plots, scores, settings, updates
 from lib.settings import DEFAULT_HPARAMS, FULL_BATCH, Setup, num_params, validate
 from lib.types import Array, Params, PRNGKey
 
@@ -440,6 +440,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # or EMA initialised to the params, would otherwise alias one buffer twice).
     state = jax.tree.map(jnp.copy, state)
     if start < setup.num_epochs:  # compiled ahead, so epoch seconds exclude the compile
+        interrupt.check()
         t0 = time.perf_counter()
         epoch_fn = (
             jax.jit(functools.partial(run_epoch, setup=setup), donate_argnums=0)
@@ -447,6 +448,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             .compile()
         )
         logging.info("compiled the epoch in %.2fs", time.perf_counter() - t0)
+        interrupt.check()
     with checkpoints.manager(ckpt_dir) as ckpt:
         for epoch in range(start + 1, setup.num_epochs + 1):
             t0 = time.perf_counter()
@@ -468,6 +470,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             metrics.log_progress(record, setup.num_epochs)
             history.append(record)
             checkpoints.save(ckpt, epoch, to_checkpoint(state))
+            interrupt.check()  # a safe point: this epoch is complete on disk
 
     summary = _summarize(state, dataset, setup, history)
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)

@@ -127,7 +127,7 @@ class RunSearchTest(absltest.TestCase):
             batches.append((len(results), states.count(optuna.trial.TrialState.RUNNING)))
 
         summary = search.run_search(config, workdir, callback=record)
-        # 12 trials in batches of 4, all 4 asked (RUNNING) before any result is told.
+        # 12 trials in batches of 4, all 4 claimed (RUNNING) before any result is told.
         self.assertEqual(batches, [(4, 4)] * 3)
         self.assertEqual(summary["num_trials"], 12)
         st = optuna.load_study(study_name="sweep.stage0", storage=storage)
@@ -138,16 +138,31 @@ class RunSearchTest(absltest.TestCase):
         for t in trials:
             self.assertBetween(t.params["learning_rate"], 1e-4, 10.0)
             self.assertBetween(t.params["reg"], 1e-6, 1e-1)
-        # RandomSampler's draws for the same seed and distributions: TPE's warm-up trials
-        # are exactly these; every later trial comes from the model, so differs from them.
-        dists = space.distributions(space.space_from_config(config.search.space))
-        rand = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
-        draws = [rand.ask(dists).params for _ in range(12)]
-        for i, t in enumerate(trials):
-            if i < 4:
-                self.assertEqual(t.params, draws[i], i)
-            else:
-                self.assertNotEqual(t.params["learning_rate"], draws[i]["learning_rate"], i)
+        # The first batch is the random start-up (tpe_startup=4); every later batch is
+        # modelled on the trials told before it.
+        self.assertEqual([t.user_attrs["model"] for t in trials], ["random"] * 4 + ["stage 0"] * 8)
+        self.assertEqual(summary["stages"][0]["model"], {"random": 4, "stage 0": 8})
+
+    def test_tpe_models_every_stage_after_the_first(self):
+        # Each stage of the old sweep was a new study whose TPE began with its own random
+        # start-up: stages 1 and 2 got exactly RandomSampler(seed + stage)'s draws. Now
+        # they model the earlier stage's trials from their first trial on.
+        workdir = tempfile.mkdtemp()
+        config = _sweep_config(sampler="tpe", stages="12x1,4x1,4x1", tpe_startup=8)
+        config.search.top_fraction = 0.5
+        summary = search.run_search(config, workdir)
+        self.assertEqual(summary["num_trials"], 20)
+        storage = study.open_storage(None, workdir)
+        for stage in (1, 2):
+            st = optuna.load_study(study_name=f"sweep.stage{stage}", storage=storage)
+            trials = st.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+            self.assertEqual({t.user_attrs["model"] for t in trials}, {f"stage {stage - 1}"})
+            self.assertEqual(summary["stages"][stage]["model"], {f"stage {stage - 1}": 4})
+            dists = space.distributions(space.space_from_json(st.user_attrs["space"]))
+            rand = optuna.create_study(sampler=optuna.samplers.RandomSampler(stage))
+            draws = [rand.ask(dists).params for _ in range(4)]
+            for t in trials:
+                self.assertNotIn(t.params, draws)
 
     def test_grid_end_to_end(self):
         workdir = tempfile.mkdtemp()
@@ -239,11 +254,17 @@ class StudyTest(absltest.TestCase):
         mine.set_user_attr("slot", 4)
         self.assertFalse(study.owner_alive("", me))
         self.assertTrue(study.owner_alive("otherhost:1:t", me))
-        self.assertEqual(study.recover(st, me), 1)
+        # Claimed a moment ago, its owner not written yet: alive for the grace period.
+        self.assertEqual(study.recover(st, me), 0)
+        with mock.patch.object(study, "OWNER_GRACE_SECONDS", 0.0):
+            self.assertEqual(study.recover(st, me), 1)
         states = {t.number: t.state for t in st.get_trials()}
         self.assertEqual(states[orphan.number], optuna.trial.TrialState.FAIL)
         self.assertEqual(states[mine.number], optuna.trial.TrialState.RUNNING)
-        self.assertEqual(study.taken_slots(st), {4})
+        # The orphan's slot is planned again; slot 4 is still held by its live trial.
+        self.assertEqual(study.plan_slots(st, [{}] * 5), 4)  # slots 0-3
+        waiting = st.get_trials(states=(optuna.trial.TrialState.WAITING,))
+        self.assertEqual(sorted(t.user_attrs["slot"] for t in waiting), [0, 1, 2, 3])
 
     def test_bad_storage_url_is_a_value_error(self):
         with self.assertRaisesRegex(ValueError, "sqlite:///.*unset for <workdir>/study.journal"):
