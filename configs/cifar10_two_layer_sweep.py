@@ -4,10 +4,11 @@ the hidden size (structural: one vmapped batch per size).
   python -m experiments.sweep --config=configs/cifar10_two_layer_sweep.py \
       --workdir=runs/cifar10_two_layer_sweep --config.dataset.data_dir=/path/to/cifar-10-batches-py
 
-Built on configs/cifar10_two_layer.py (Adam, step decay). TPE asks each stage in batches of
-``trials_per_batch`` and tells each batch before asking the next; after the first
-``tpe_startup`` random trials, every batch is modelled on the ones before it. Smaller batches
-model more often but fill the device less.
+Built on configs/cifar10_two_layer.py (Adam, step decay). TPE claims each stage in batches
+of ``trials_per_batch`` and tells each batch before claiming the next. Stage 1 begins with
+``tpe_startup`` random trials, then models the trials finished before each batch; stages 2
+and 3 model the previous stage's trials from their first trial on (and their own once they
+have ``tpe_startup``). Smaller batches model more often but fill the device less.
 """
 
 from configs import cifar10_two_layer

@@ -21,7 +21,9 @@ def search_block(**overrides) -> ml_collections.ConfigDict:
         "stages": "",  # "64x2,16x10,4x30": trials x epochs per stage
         "top_fraction": 0.25,  # each stage narrows the ranges around this best fraction
         "trials_per_batch": 64,  # trials per vmapped program (padded to the device count)
-        "tpe_startup": 10,  # tpe: random trials before the model (Optuna's n_startup_trials)
+        # tpe: finished trials a model needs. The first stage begins with this many random
+        # trials; a later stage models the earlier stage's trials until it has this many.
+        "tpe_startup": 10,
         "storage": config_dict.placeholder(str),  # RDB URL; default <workdir>/study.journal
         "study_name": "sweep",
         "space": {},

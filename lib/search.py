@@ -393,6 +393,14 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         stage = _open_stage(storage, index, space, num, num_epochs, ctx)
         dists = distributions(stage.space)
         ctx["planned"][index], ctx["finished_before"] = len(stage.plan), len(records)
+        logging.info(
+            "stage %d/%d: %d trials of %d epochs (%d already finished)",
+            index + 1,
+            len(plan["stages"]),
+            len(stage.plan),
+            num_epochs,
+            len(studies.finished(stage.study)),
+        )
         t0 = time.perf_counter()
         ctx["ran"] += _run_stage(stage, earlier, ctx)
         ctx["train_seconds"] += time.perf_counter() - t0

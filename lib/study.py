@@ -12,12 +12,13 @@ if two of them planned a slot at the same moment, the slot's lowest-numbered liv
 the one that runs and a later copy is dropped (told FAIL) when popped.
 
 TPE proposes a trial's params when its slot is claimed (``propose_tpe``), from a model fitted
-to one stage's finished trials: the latest stage, this one included, with at least
-``len(space) + 2`` finished trials inside this stage's range (BOHB's rule: model the largest
-budget with enough observations). So a stage after the first starts from what the earlier
-stages learned instead of a random start-up; only a stage with no such earlier stage (the
-first) begins with ``search.tpe_startup`` random trials. Trials still running count as bad
-ones (constant liar), so one batch spreads out.
+to one stage's finished trials (BOHB's rule: model the largest budget with enough
+observations): this stage's own once it has ``search.tpe_startup`` of them (at least
+``len(space) + 2``), before that the latest earlier stage with ``len(space) + 2`` or more.
+So a stage after the first starts from what the earlier stages learned instead of a random
+start-up; only a stage with no earlier stage to model (the first) begins with
+``search.tpe_startup`` random trials. Trials still running count as bad ones (constant
+liar), so one batch spreads out: smaller batches model more often.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def open_storage(storage: str | None, workdir: str):
       ValueError: a URL that Optuna's RDBStorage cannot open (the accepted forms are named).
     """
     if storage:
+        # SQLite serialises writers: several processes sharing one file wait up to a minute
+        # for the lock instead of the driver's default 5 s.
+        kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
         try:
-            return optuna.storages.RDBStorage(storage)
+            return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
         except Exception as e:  # noqa: BLE001 (sqlalchemy raises many types for a bad URL)
             raise ValueError(
                 f"cannot open search.storage={storage!r} ({type(e).__name__}: {e}); "
@@ -304,10 +308,10 @@ def propose_tpe(
     whose trials it modelled (None: a random start-up trial).
 
     The model (TPE, constant liar) is fitted in memory to one stage's finished trials: this
-    stage's own once it has ``len(dists) + 2`` of them, before that the latest earlier stage
-    with as many (``latest_enough``); earlier stages trained fewer epochs, so their
-    accuracies are never mixed with this stage's (BOHB's rule: model the largest budget with
-    enough observations). This stage's RUNNING trials are the pending ones. Own trials share
+    stage's own once it has ``max(len(dists) + 2, startup)`` of them, before that the latest
+    earlier stage with at least ``len(dists) + 2`` (``latest_enough``); earlier stages
+    trained fewer epochs, so their accuracies are never mixed with this stage's (BOHB's rule:
+    model the largest budget with enough observations). This stage's RUNNING trials are the pending ones. Own trials share
     this stage's range and are modelled jointly (multivariate TPE); an earlier stage's span
     a wider range than the one sampled, so they are modelled one hyperparameter at a time.
     Only a stage with no earlier stage to model begins with ``startup`` random trials.
@@ -319,7 +323,7 @@ def propose_tpe(
         elif "result" in t.user_attrs:
             own.append((t.params, t.value, t.distributions))
     prior = latest_enough(earlier, dists)
-    if prior is None or len(own) >= len(dists) + 2:
+    if prior is None or len(own) >= max(len(dists) + 2, startup):
         observed, source = own, len(earlier)
     else:
         observed, source = prior
