@@ -49,7 +49,9 @@ def _handler(signum: int, frame: Any) -> None:
         os._exit(128 + _received[0])
     _received.append(signum)
     # os.write, not logging: a handler may run while the interrupted code holds a lock.
-    os.write(2, f"\n{name}: stopping at the next safe point (send it again to stop at once)\n".encode())
+    os.write(
+        2, f"\n{name}: stopping at the next safe point (send it again to stop at once)\n".encode()
+    )
 
 
 @contextlib.contextmanager

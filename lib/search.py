@@ -298,9 +298,11 @@ def _wait_for_others(stage: Stage, ctx: dict) -> bool:
     others = studies.running_elsewhere(stage.study, ctx["owner"])
     if not others:
         return False
-    logging.info(
-        "stage %d: waiting for %d trials other processes are running", stage.index, others
-    )
+    if others != ctx.get("waiting_for"):
+        logging.info(
+            "stage %d: waiting for %d trials other processes are running", stage.index, others
+        )
+        ctx["waiting_for"] = others
     time.sleep(WAIT_SECONDS)
     ctx["interrupted"] += studies.recover(stage.study, ctx["owner"])
     _plan(stage)
@@ -359,10 +361,11 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
     batches: a signal stops the sweep there, with every told trial kept.
 
     The best trial is the one with the highest validation accuracy (then the lowest slot,
-    so the choice does not depend on how many processes shared the sweep) among the ``complete`` trials of the last stage that has any; diverged trials
-    never count. Without any complete trial, summary.json has ``best: None`` and no best
-    params or test accuracy are written. ``border_warnings`` also says when a stage learned
-    nothing (no trial clearly above the validation set's majority-class rate).
+    so the choice does not depend on how many processes shared the sweep) among the
+    ``complete`` trials of the last stage that has any; diverged trials never count.
+    Without any complete trial, summary.json has ``best: None`` and no best params or test
+    accuracy are written. ``border_warnings`` also says when a stage learned nothing (no
+    trial clearly above the validation set's majority-class rate).
 
     Args:
       config: a training config plus a ``search`` block (see configs/digits_sweep.py).
@@ -522,7 +525,9 @@ def nothing_learned(
         what = f"{len(records) - len(ok)} of {len(records)} trials diverged and none beat {level}"
     else:
         best = max(r["val_accuracy"] for r in ok)
-        what = f"nothing learned: the best val accuracy {best:.4f} is within {margin:.3f} of {level}"
+        what = (
+            f"nothing learned: the best val accuracy {best:.4f} is within {margin:.3f} of {level}"
+        )
     too_high = len(ok) < len(records)
     lr = space.get("learning_rate")
     if lr is None or lr.scale == "choice":

@@ -311,10 +311,11 @@ def propose_tpe(
     stage's own once it has ``max(len(dists) + 2, startup)`` of them, before that the latest
     earlier stage with at least ``len(dists) + 2`` (``latest_enough``); earlier stages
     trained fewer epochs, so their accuracies are never mixed with this stage's (BOHB's rule:
-    model the largest budget with enough observations). This stage's RUNNING trials are the pending ones. Own trials share
-    this stage's range and are modelled jointly (multivariate TPE); an earlier stage's span
-    a wider range than the one sampled, so they are modelled one hyperparameter at a time.
-    Only a stage with no earlier stage to model begins with ``startup`` random trials.
+    model the largest budget with enough observations). This stage's RUNNING trials are
+    the pending ones. Own trials share this stage's range and are modelled jointly
+    (multivariate TPE); an earlier stage's span a wider range than the one sampled, so they
+    are modelled one hyperparameter at a time. Only a stage with no earlier stage to model
+    begins with ``startup`` random trials.
     """
     own, running = [], []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):

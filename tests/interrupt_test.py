@@ -81,10 +81,14 @@ class StopAndResumeTest(absltest.TestCase):
     def test_training_stopped_while_compiling_and_while_saving_resumes_to_the_same_result(self):
         workdir = tempfile.mkdtemp()
         # SIGTERM as the data are loaded: it lands while the epoch compiles.
-        status, stderr = _run("experiments.train", workdir, TRAIN_FLAGS, "data digits", signal.SIGTERM)
+        status, stderr = _run(
+            "experiments.train", workdir, TRAIN_FLAGS, "data digits", signal.SIGTERM
+        )
         self.assertStoppedCleanly(status, stderr, 143)
         # SIGINT as epoch 2 is logged: it lands while epoch 2's checkpoint is written.
-        status, stderr = _run("experiments.train", workdir, TRAIN_FLAGS, "epoch   2/4", signal.SIGINT)
+        status, stderr = _run(
+            "experiments.train", workdir, TRAIN_FLAGS, "epoch   2/4", signal.SIGINT
+        )
         self.assertStoppedCleanly(status, stderr, 130)
         ckpt_dir = os.path.join(workdir, "checkpoints")
         self.assertEqual(checkpoints.steps(ckpt_dir), [1, 2])

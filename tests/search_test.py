@@ -182,7 +182,9 @@ class RunSearchTest(absltest.TestCase):
         # Progress: trials done / planned, the best so far, elapsed time and an ETA.
         self.assertTrue(
             any(
-                re.search(r"stage 1/1: 4/4 trials done .*best val acc 0\.\d+, \d+s elapsed, ETA 0s", line)
+                re.search(
+                    r"stage 1/1: 4/4 trials done .*best val acc 0\.\d+, \d+s elapsed, ETA 0s", line
+                )
                 for line in logs.output
             ),
             logs.output,
@@ -213,7 +215,9 @@ class RunSearchTest(absltest.TestCase):
         with open(os.path.join(workdir, "summary.json")) as f:
             self.assertIsNone(json.load(f)["best"])
         self.assertTrue(
-            any("all 8 trials diverged" in w and "too high" in w for w in summary["border_warnings"]),
+            any(
+                "all 8 trials diverged" in w and "too high" in w for w in summary["border_warnings"]
+            ),
             summary["border_warnings"],
         )
         self.assertTrue(os.path.exists(os.path.join(workdir, "search.png")))
@@ -313,9 +317,11 @@ class TpeAcrossStagesTest(absltest.TestCase):
                 config = _sweep_config(sampler=sampler, seed=seed, stages="24x1,8x1,8x1")
                 config.search.top_fraction = 0.5
                 config.search.trials_per_batch = 2
-                with mock.patch.object(search, "_run_batch", _fake_batch), mock.patch.object(
-                    search, "_evaluate_best", lambda *a: {}
-                ), mock.patch.object(search.plots, "search_trials", lambda *a: None):
+                with (
+                    mock.patch.object(search, "_run_batch", _fake_batch),
+                    mock.patch.object(search, "_evaluate_best", lambda *a: {}),
+                    mock.patch.object(search.plots, "search_trials", lambda *a: None),
+                ):
                     search.run_search(config, workdir)
                 with open(os.path.join(workdir, "trials.csv")) as f:
                     rows = [
@@ -348,12 +354,21 @@ class SharedStudyTest(absltest.TestCase):
         for storage in ("journal", "sqlite"):
             workdir = os.path.join(base, storage)
             os.makedirs(workdir)
-            extra = [f"--config.search.storage=sqlite:///{workdir}/study.db"] * (storage == "sqlite")
+            extra = [f"--config.search.storage=sqlite:///{workdir}/study.db"] * (
+                storage == "sqlite"
+            )
             if storage == "sqlite":
                 study.open_storage(extra[0].split("=", 1)[1], workdir)  # the tables, once
             procs[storage] = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "experiments.sweep", *flags, *extra, f"--workdir={workdir}"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "experiments.sweep",
+                        *flags,
+                        *extra,
+                        f"--workdir={workdir}",
+                    ],
                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     env={**os.environ, "JAX_PLATFORMS": "cpu"},
                     stdout=subprocess.DEVNULL,
