@@ -78,13 +78,8 @@ class StopAndResumeTest(absltest.TestCase):
         self.assertNotIn("Fatal Python error", stderr)
         self.assertIn("run the same command again to resume", stderr)
 
-    def test_training_stopped_while_compiling_and_while_saving_resumes_to_the_same_result(self):
+    def test_training_stopped_while_saving_resumes_to_the_same_result(self):
         workdir = tempfile.mkdtemp()
-        # SIGTERM as the data are loaded: it lands while the epoch compiles.
-        status, stderr = _run(
-            "experiments.train", workdir, TRAIN_FLAGS, "data digits", signal.SIGTERM
-        )
-        self.assertStoppedCleanly(status, stderr, 143)
         # SIGINT as epoch 2 is logged: it lands while epoch 2's checkpoint is written.
         status, stderr = _run(
             "experiments.train", workdir, TRAIN_FLAGS, "epoch   2/4", signal.SIGINT
