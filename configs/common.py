@@ -5,7 +5,7 @@ from ml_collections import config_dict
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every field of a training config (see DESIGN.md for what each one means)."""
+    """Every field of a training config, with what it means."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.dataset = ml_collections.ConfigDict(
