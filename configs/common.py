@@ -7,7 +7,7 @@ from ml_collections import config_dict
 def base_config() -> ml_collections.ConfigDict:
     """Every field of a training config, with what it means."""
     c = ml_collections.ConfigDict()
-    c.seed = 0
+    c.seed = 0  # the initialisation, dropout and minibatch order (not the data split)
     c.dataset = ml_collections.ConfigDict(
         {
             "name": "digits",
@@ -15,6 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
             "num_train": config_dict.placeholder(int),  # keep only this many training examples
             "num_val": config_dict.placeholder(int),  # validation size (default: per data set)
             "scale": 1.0,  # pixels are centred on the training mean, then multiplied by this
+            # the train/val/test split, the num_train subset and the spiral's points: fixed,
+            # so runs with different seeds are scored on the same validation and test sets
+            "split_seed": 0,
         }
     )
     c.model = ml_collections.ConfigDict({"name": "linear", "hidden": 100, "dropout": 0.0})

@@ -248,7 +248,7 @@ def _source_config(
 
 
 def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The config whose ``dataset`` (and split ``seed``) the members were trained on.
+    """The config whose ``dataset`` (with its ``split_seed``) the members were trained on.
 
     Sources ``search`` and ``checkpoints`` evaluate on the data set of the sweep or training
     workdir they read (its config.json; ``--config.dataset.data_dir``, when set, overrides the

@@ -311,7 +311,7 @@ def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
     return data.load(
         ds.name,
         ds.get("data_dir") or None,
-        seed=int(config.get("seed", 0)),
+        seed=int(ds.get("split_seed", 0)),
         num_train=ds.get("num_train"),
         num_val=ds.get("num_val"),
         scale=float(ds.get("scale", 1.0)),

@@ -89,6 +89,19 @@ class ConfigTest(absltest.TestCase):
         self.assertEqual((float(hp["learning_rate"]), float(hp["mu"])), (0.5, 0.25))
         self.assertEqual(float(hp["beta2"]), np.float32(settings.DEFAULT_HPARAMS["beta2"]))
 
+    def test_the_seed_leaves_the_split_alone_and_split_seed_draws_another(self):
+        def load(seed, split_seed, name="digits_softmax"):
+            config = importlib.import_module(f"configs.{name}").get_config()
+            config.seed, config.dataset.split_seed = seed, split_seed
+            config.dataset.num_train = 200
+            return settings.load_data(config)
+
+        for name in ("digits_softmax", "spiral_softmax"):
+            a, b, c = load(0, 0, name), load(1, 0, name), load(0, 1, name)
+            for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+                np.testing.assert_array_equal(getattr(a, split), getattr(b, split), split)
+            self.assertFalse(np.array_equal(a.y_val, c.y_val), name)
+
     def test_setup_from_config(self):
         config = importlib.import_module("configs.digits_svm").get_config()
         setup = settings.setup_from_config(config, 64, 10)
