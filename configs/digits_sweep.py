@@ -16,17 +16,17 @@ def search_block(**overrides) -> ml_collections.ConfigDict:
     """The ``search`` fields every sweep config has (lib/search.py; the space: lib/space.py)."""
     block = {
         "sampler": "random",  # random | grid | tpe
-        "seed": 0,
+        "seed": 0,  # the trials' seeds and their shared minibatch order
         "num_trials": 64,  # used when stages is empty (with train.num_epochs)
         "stages": "",  # "64x2,16x10,4x30": trials x epochs per stage
         "top_fraction": 0.25,  # each stage narrows the ranges around this best fraction
         "trials_per_batch": 64,  # trials per vmapped program (padded to the device count)
-        # tpe: finished trials a model needs. The first stage begins with this many random
-        # trials; a later stage models the earlier stage's trials until it has this many.
-        "tpe_startup": 10,
+        # finished trials a TPE model needs: the first stage begins with this many random
+        # trials; a later stage models the earlier stage's until it has this many
+        "tpe_startup": 10,  # tpe: trials before a stage models its own
         "storage": config_dict.placeholder(str),  # RDB URL; default <workdir>/study.journal
-        "study_name": "sweep",
-        "space": {},
+        "study_name": "sweep",  # the Optuna study's name (one study per stage)
+        "space": {},  # name: {low, high, scale: log | linear} or {choices: [...]}
     }
     block.update(overrides)
     return ml_collections.ConfigDict(block)

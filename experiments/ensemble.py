@@ -8,21 +8,18 @@ table of member and ensemble accuracies.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from lib import interrupt, ensemble
+from lib import cli, ensemble
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/digits_ensemble.py", "Ensemble config file."
-)
+_CONFIG = cli.define_config("configs/digits_ensemble.py", "Ensemble config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the summary and figure.", required=True)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    interrupt.run(ensemble.run_ensemble, _CONFIG.value, _WORKDIR.value)
+    ensemble.run_ensemble(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

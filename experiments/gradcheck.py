@@ -14,11 +14,10 @@ import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
-from lib import gradcheck, metrics, settings
+from lib import cli, gradcheck, metrics, settings
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.")
+_CONFIG = cli.define_config(None, "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "If set, write config.json and summary.json.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 100, "Training examples in the loss.")
 _NUM_CHECKS = flags.DEFINE_integer("num_checks", 500, "Coordinates of a sparse check.")
@@ -62,4 +61,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main, defer_signals=False)

@@ -7,12 +7,11 @@ Running the same command again resumes the study in the workdir.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from lib import interrupt, search
+from lib import cli, search
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/digits_sweep.py", "Sweep config file (a training config + search)."
+_CONFIG = cli.define_config(
+    "configs/digits_sweep.py", "Sweep config file (a training config + search)."
 )
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for the study, trials and figures.", required=True
@@ -22,8 +21,8 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    interrupt.run(search.run_search, _CONFIG.value, _WORKDIR.value)
+    search.run_search(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

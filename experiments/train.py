@@ -7,13 +7,10 @@ Running the same command again resumes from the workdir's last checkpoint.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from lib import interrupt, train
+from lib import cli, train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/digits_softmax.py", "Training config file."
-)
+_CONFIG = cli.define_config("configs/digits_softmax.py", "Training config file.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for checkpoints, metrics, figures.", required=True
 )
@@ -22,8 +19,8 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    interrupt.run(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -5,8 +5,9 @@ point (after an epoch's checkpoint, after a batch of trials is stored, ...), whe
 ``check()`` raises :class:`Interrupted`. So no signal lands inside XLA's compiler, an orbax
 save or an Optuna write: what is finished is kept, nothing is left half-written, and the same
 command resumes. A second signal stops the process at once (what a safe point would have
-finished is then redone on resume). ``run`` is the experiments' entry: it exits with the
-shell's status for the signal (130 for SIGINT, 143 for SIGTERM) and one line on how to resume.
+finished is then redone on resume). ``lib.cli.run``, the experiments' entry, defers the
+signals and exits with the shell's status for the signal (130 for SIGINT, 143 for SIGTERM)
+and one line on how to resume.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
-from typing import Any, Callable, Iterator
-
-from absl import logging
+from typing import Any, Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []
@@ -64,18 +62,3 @@ def deferred() -> Iterator[None]:
         for s, h in previous.items():
             signal.signal(s, h)
         _received.clear()
-
-
-def run(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` with signals deferred to its safe points; an interrupted run logs what
-    to do and exits with status 128 + the signal's number."""
-    with deferred():
-        try:
-            return fn(*args)
-        except Interrupted as e:
-            logging.warning(
-                "%s at a safe point: everything finished is kept; run the same command "
-                "again to resume",
-                e,
-            )
-            sys.exit(e.exit_status)

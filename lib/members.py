@@ -95,11 +95,11 @@ def _check_size(size: int) -> None:
 
 
 def _check_finite(history: dict, names: Sequence[str], what: str) -> None:
-    loss = np.asarray(history["train_loss"])[:, -1]
-    bad = [n for n, v in zip(names, loss) if not np.isfinite(v)]
+    ok = np.all(train.finite(history), axis=-1)
+    bad = [n for n, v in zip(names, ok) if not v]
     if bad:
         raise FloatingPointError(
-            f"members {bad} diverged (final train loss NaN/inf) with {what}; "
+            f"members {bad} diverged (a NaN/inf loss or weight) with {what}; "
             "lower --config.optimizer.learning_rate"
         )
 

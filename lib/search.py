@@ -193,7 +193,7 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list
     out = []
     for j, (trial, slot, _) in enumerate(items):
         div_epoch = (
-            int(np.argmin(np.isfinite(history["train_loss"][j]))) + 1 if diverged[j] else None
+            int(np.argmin(train.finite(history)[j])) + 1 if diverged[j] else None
         )
         result = {
             "status": "diverged" if diverged[j] else "complete",

@@ -113,8 +113,9 @@ def fit_trials(
 
 
 def diverged(history: dict[str, np.ndarray]) -> np.ndarray:
-    """Per trial: True where any epoch's training loss is NaN or inf. (M, E) -> (M,)"""
-    return ~np.all(np.isfinite(np.asarray(history["train_loss"])), axis=-1)
+    """Per trial: True where any epoch was not ``train.finite`` (a NaN/inf training or
+    validation loss, or NaN/inf weights). (M, E) -> (M,)"""
+    return ~np.all(train.finite(history), axis=-1)
 
 
 def trial_params(state: Any, i: int) -> Params:

@@ -321,8 +321,17 @@ def run_epoch(
     m["train_accuracy"] = accuracy(
         state.params, data.rows(dataset.x_train, every), dataset.y_train[every], setup
     )
-    m["val_accuracy"] = accuracy(state.params, dataset.x_val, dataset.y_val, setup)
+    val = evaluate(state.params, dataset.x_val, dataset.y_val, setup)
+    m["val_loss"], m["val_accuracy"] = val["loss"], val["accuracy"]
     return state, m
+
+
+def finite(metrics: dict[str, Any]) -> np.ndarray:
+    """Whether an epoch ended healthy: its training loss, the end-of-epoch validation loss
+    and its update/weight ratio (NaN once a weight is) are all finite. Element-wise: one
+    epoch's scalars give a 0-d bool, a history of shape (..., epochs) one bool per epoch."""
+    ok = [np.isfinite(np.asarray(metrics[k])) for k in ("train_loss", "val_loss", "update_ratio")]
+    return np.logical_and.reduce(ok)
 
 
 def fit(
@@ -418,6 +427,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     done = checkpoints.steps(ckpt_dir)
     if done:  # a workdir that holds no epoch yet may take a new config
         metrics.check_config(workdir, config_dict, "run", resumable=("train.num_epochs",))
+        if done[-1] > setup.num_epochs:
+            raise ValueError(
+                f"workdir {workdir!r} holds a run trained for {done[-1]} epochs, more than "
+                f"train.num_epochs={setup.num_epochs}; rerun with "
+                f"--config.train.num_epochs={done[-1]} (or more) to report or extend it, or "
+                "train the shorter run in a new --workdir"
+            )
 
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json(os.path.join(workdir, "config.json"), config_dict)
@@ -455,9 +471,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             state, m = epoch_fn(state, hp, device_data)
             m = {k: float(v) for k, v in jax.device_get(m).items()}
             record = {"epoch": epoch, **m, "seconds": time.perf_counter() - t0}
-            if not np.isfinite(m["train_loss"]):
+            if not finite(m):  # checked before the save: a NaN/inf epoch is never kept
                 raise FloatingPointError(
-                    f"training diverged at epoch {epoch}: train loss {m['train_loss']} with "
+                    f"training diverged at epoch {epoch}: train loss {m['train_loss']}, val "
+                    f"loss {m['val_loss']}, update/weight {m['update_ratio']} with "
                     f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate"
                     + (
                         f" and use a new --workdir (this one keeps the checkpoints up to epoch "

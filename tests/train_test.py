@@ -23,6 +23,7 @@ EPOCH_KEYS = {
     "train_loss",
     "train_accuracy",
     "val_accuracy",
+    "val_loss",
     "learning_rate",
     "update_ratio",
     "seconds",
@@ -223,6 +224,11 @@ class ResumeTest(TmpTestCase):
         train.train_and_evaluate(_config("digits_softmax", **{"train.num_epochs": 3}), workdir)
         records = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
         self.assertEqual([r["epoch"] for r in records], [1, 2, 3])
+        # Fewer epochs than the workdir holds: refused, never the longer model reported.
+        before = _snapshot(workdir)
+        with self.assertRaisesRegex(ValueError, "trained for 3 epochs.*num_epochs=3"):
+            train.train_and_evaluate(_config("digits_softmax"), workdir)
+        self.assertEqual(_snapshot(workdir), before)
 
     def test_torn_metrics_past_the_checkpoint_are_recomputed(self):
         config = _config("digits_softmax")
@@ -321,6 +327,25 @@ class BadInputTest(TmpTestCase):
         # Nothing was trained: the same workdir takes the corrected config.
         train.train_and_evaluate(_config("digits_softmax"), workdir)
         self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1, 2])
+
+
+    def test_nan_weights_after_an_epochs_last_step_are_never_checkpointed(self):
+        # The epoch's training loss is computed before each step, so a step that leaves NaN
+        # weights at the end of epoch 2 shows only in the end-of-epoch checks.
+        real = train.train_epoch
+
+        def last_step_nan(state, *args, **kwargs):
+            state, m = real(state, *args, **kwargs)
+            poison = lambda p: jnp.where(state.epoch >= 2, jnp.nan, p)
+            return state._replace(params=jax.tree.map(poison, state.params)), m
+
+        workdir = self.tmpdir()
+        with mock.patch.object(train, "train_epoch", last_step_nan):
+            with self.assertRaisesRegex(FloatingPointError, r"diverged at epoch 2.*val loss nan"):
+                train.train_and_evaluate(_config("digits_softmax"), workdir)
+        self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1])
+        self.assertTrue(train.finite({"train_loss": 1.0, "val_loss": 2.0, "update_ratio": 0.1}))
+        self.assertFalse(train.finite({"train_loss": 1.0, "val_loss": 2.0, "update_ratio": np.nan}))
 
 
 class PermutationTest(parameterized.TestCase):

@@ -1,0 +1,203 @@
+"""What every experiment's command line shares: flag parsing with one-line config errors,
+bad input as one line and exit status 2, signals deferred to safe points, quiet start-up.
+
+``python -m experiments.<name> ...`` calls ``cli.run(main)``. A mistake on the command line
+or in the config (an unknown field, a bad value, a wrong name, a missing data folder) prints
+one line, ``error: ...`` with the fix, and exits with status 2 (absl's usage-error style),
+never a library traceback; nothing in the workdir has been touched by then (the library
+checks everything before it writes). A diverging run is reported the same way. A run
+stopped by SIGINT or SIGTERM exits with 130 or 143 (``lib.interrupt``). Tracebacks are
+left for real bugs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import logging as std_logging
+import os
+import re
+import runpy
+import sys
+from typing import Any, Callable
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lib import interrupt
+
+# Errors the library raises for bad input, each with a message that names the fix (OSError:
+# a missing data file or config file, a full disk).
+BAD_INPUT = (ValueError, OSError, FloatingPointError)
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(2)
+
+
+def _config_paths(tree: Any, prefix: str = "") -> list[str]:
+    """Every dotted field path of a config (as a dict)."""
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += _config_paths(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def unknown_field_message(field: str, paths: list[str]) -> str:
+    """The error for ``--config.<field>`` naming no field, with the full paths it may mean:
+    the same name elsewhere (``num_epochs`` -> ``train.num_epochs``) or a near spelling."""
+    leaf = field.split(".")[-1]
+    leaves = [p.split(".")[-1] for p in paths]
+    near_leaves = set(difflib.get_close_matches(leaf, leaves, n=3, cutoff=0.8))
+    guesses = difflib.get_close_matches(field, paths, n=3, cutoff=0.8)
+    guesses += [p for p, name in zip(paths, leaves) if name == leaf]
+    guesses += [p for p, name in zip(paths, leaves) if name in near_leaves]
+    guesses = list(dict.fromkeys(guesses))[:3]
+    hint = (
+        "did you mean " + " or ".join(f"--config.{g}" for g in guesses) + "?"
+        if guesses
+        else "print the fields with --show_config"
+    )
+    return f"--config.{field}: the config has no field {field!r}; {hint}"
+
+
+def _config_file(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _config_error(error: Exception, argv: list[str], config_file: str | None) -> None:
+    """Exits with one line for an error raised while a config and its overrides were read."""
+    if isinstance(error, (AttributeError, KeyError)):
+        path = _config_file(argv) or config_file
+        try:
+            tree = runpy.run_path(path)["get_config"]().to_dict() if path else None
+        except Exception:  # noqa: BLE001 (a broken config file: its own error is shown below)
+            tree = None
+        if tree is not None:
+            paths = _config_paths(tree)
+            for arg in argv[1:]:
+                if arg.startswith("--config."):
+                    field = arg[len("--config.") :].split("=")[0]
+                    if field not in paths:
+                        _fail(unknown_field_message(field, paths))
+    text = str(error).strip("\"'").replace("\\n", " ").replace("\\'", "'")
+    _fail(re.sub(r"\s+", " ", text))
+
+
+CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
+
+
+def define_config(default: str | None, help_text: str):
+    """``config_flags.DEFINE_config_file("config", default, help_text)``; a bad override of
+    the default config (applied as the flag is defined) exits with one line."""
+    try:
+        return config_flags.DEFINE_config_file("config", default, help_text)
+    except CONFIG_ERRORS as e:
+        _config_error(e, sys.argv, default)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """``flags.FLAGS(argv)``, with absl's and the config's errors as one line (exit 2)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(re.sub(r"\s+", " ", f"{e}; pass --helpfull to see the flags"))
+    except CONFIG_ERRORS as e:
+        _config_error(e, argv, getattr(flags.FLAGS["config"], "config_filename", None))
+    return []  # not reached
+
+
+_SHOW_CONFIG = flags.DEFINE_bool(
+    "show_config", False, "Print the resolved config, one field a line with its meaning, and exit."
+)
+# Where the config fields are defined, each with its meaning in a comment on its line.
+_FIELD_SOURCES = {
+    "": "configs/common.py",
+    "search": "configs/digits_sweep.py",
+    "ensemble": "configs/digits_ensemble.py",
+}
+
+
+def field_docs(
+    root: str = os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+) -> dict[str, str]:
+    """{dotted path: the comment on its line} for the fields of ``_FIELD_SOURCES``: lines
+    ``c.<name> = ...  # doc``, and ``"<name>": ...  # doc`` inside ``c.<section> = ...``
+    (or, in the search and ensemble files, inside their block)."""
+    docs = {}
+    for section, path in _FIELD_SOURCES.items():
+        with open(os.path.join(root, path)) as f:
+            lines = f.read().splitlines()
+        current = section
+        for line in lines:
+            opened = re.match(r"\s*c\.(\w+) = ml_collections\.ConfigDict", line)
+            if opened and not section:
+                current = opened.group(1)
+            field = re.match(r'\s*(?:c\.(\w+) =|"(\w+)":) .*?  # (.*)$', line)
+            if field:
+                name = field.group(1) or field.group(2)
+                where = name if field.group(1) else f"{current}.{name}" if current else name
+                docs[where] = field.group(3)
+    return docs
+
+
+def describe_config(config: Any, docs: dict[str, str]) -> str:
+    """The resolved config as ``path = value  # meaning`` lines."""
+    flat = []
+
+    def walk(tree, prefix):
+        for key, value in tree.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat.append((f"{prefix}{key}", value))
+
+    walk(config.to_dict(), "")
+    width = max(len(f"{p} = {v!r}") for p, v in flat)
+    return "\n".join(
+        (f"{p} = {v!r}".ljust(width) + f"  # {docs[p]}" if p in docs else f"{p} = {v!r}")
+        for p, v in flat
+    )
+
+
+def _quiet_start_up() -> None:
+    """Keeps JAX's probing for absent accelerators ("Unable to initialize backend 'tpu'")
+    out of the log; a platform that fails for a real reason still raises."""
+    std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+
+
+def _guarded(main: Callable[[list[str]], Any], defer_signals: bool, argv: list[str]) -> Any:
+    if _SHOW_CONFIG.value:
+        print(describe_config(flags.FLAGS.config, field_docs()))
+        return None
+    _quiet_start_up()
+    with interrupt.deferred() if defer_signals else contextlib.nullcontext():
+        try:
+            return main(argv)
+        except interrupt.Interrupted as e:
+            logging.warning(
+                "%s at a safe point: everything finished is kept; run the same command "
+                "again to resume",
+                e,
+            )
+            sys.exit(e.exit_status)
+        except BAD_INPUT as e:
+            _fail(re.sub(r"\s+", " ", str(e)).strip())
+
+
+def run(main: Callable[[list[str]], Any], defer_signals: bool = True) -> None:
+    """``app.run(main)`` for an experiment with a ``--config`` flag (ml_collections).
+
+    ``defer_signals``: SIGINT/SIGTERM wait for the run's next ``interrupt.check()``; an
+    experiment without safe points (one short computation) keeps Python's default."""
+    app.run(functools.partial(_guarded, main, defer_signals), flags_parser=_parse_flags)
