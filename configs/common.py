@@ -59,6 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
             "batch_size": 200,  # examples per minibatch
             "ema_decay": 0.0,  # > 0 keeps a running average of the weights
             "train_eval_size": 1000,  # examples scored for the per-epoch train accuracy
+            "checkpoint_every": 5,  # epochs between checkpoints (the last epoch is always saved)
+            "keep_checkpoints": 8,  # the latest checkpoints kept (0: all)
         }
     )
     return c

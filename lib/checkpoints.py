@@ -1,4 +1,5 @@
-"""Orbax checkpoints of a training state, one per epoch, in ``<workdir>/checkpoints``.
+"""Orbax checkpoints of a training state, one every ``train.checkpoint_every`` epochs (and
+the last), in ``<workdir>/checkpoints``.
 
 A checkpoint is any pytree of arrays (params, optimizer state, EMA, epoch, raw key data).
 Saving is synchronous so that a run killed right after ``save`` returns never leaves a
@@ -29,10 +30,16 @@ def _quiet() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def manager(directory: str, create: bool = True) -> Iterator[ocp.CheckpointManager]:
-    """An open orbax CheckpointManager for ``directory``; reuse it for many saves."""
+def manager(
+    directory: str, create: bool = True, keep: Optional[int] = None
+) -> Iterator[ocp.CheckpointManager]:
+    """An open orbax CheckpointManager for ``directory``; reuse it for many saves.
+
+    ``keep``: how many of the latest checkpoints to keep (None: all); older ones are deleted
+    as new ones are saved, the latest is always kept.
+    """
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None,
+        max_to_keep=keep,
         create=create,
         enable_async_checkpointing=False,
         cleanup_tmp_directories=create,  # a save a hard kill cut short leaves a *-tmp folder

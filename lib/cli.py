@@ -7,7 +7,8 @@ one line, ``error: ...`` with the fix, and exits with status 2 (absl's usage-err
 never a library traceback; nothing in the workdir has been touched by then (the library
 checks everything before it writes). A diverging run is reported the same way. A run
 stopped by SIGINT or SIGTERM exits with 130 or 143 (``lib.interrupt``). Tracebacks are
-left for real bugs.
+left for real bugs. ``--show_config`` prints the resolved config with each field's meaning.
+Compiled programs are cached on disk between runs (``_start_up``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 from typing import Any, Callable
 
 from absl import app, flags, logging
+import jax
 from ml_collections import config_flags
 
 from lib import interrupt
@@ -170,17 +172,26 @@ def describe_config(config: Any, docs: dict[str, str]) -> str:
     )
 
 
-def _quiet_start_up() -> None:
+def _start_up() -> None:
     """Keeps JAX's probing for absent accelerators ("Unable to initialize backend 'tpu'")
-    out of the log; a platform that fails for a real reason still raises."""
+    out of the log (a platform that fails for a real reason still raises), and keeps
+    compiled programs in a persistent cache (``$SCORELAB_XLA_CACHE``, default
+    ``~/.cache/scorelab/xla``; empty: none), so a rerun, a resume or the next sweep of the
+    same shapes loads them instead of compiling again."""
     std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+    cache = os.environ.get(
+        "SCORELAB_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "scorelab", "xla")
+    )
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def _guarded(main: Callable[[list[str]], Any], defer_signals: bool, argv: list[str]) -> Any:
     if _SHOW_CONFIG.value:
         print(describe_config(flags.FLAGS.config, field_docs()))
         return None
-    _quiet_start_up()
+    _start_up()
     with interrupt.deferred() if defer_signals else contextlib.nullcontext():
         try:
             return main(argv)

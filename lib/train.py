@@ -16,7 +16,7 @@ import functools
 import math
 import os
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 from absl import logging
 import jax
@@ -407,26 +407,34 @@ def from_checkpoint(tree: dict) -> TrainState:
     )
 
 
+# Config fields a rerun may change in a workdir that holds checkpoints.
+RESUMABLE_CHANGES = ("train.num_epochs", "train.checkpoint_every", "train.keep_checkpoints")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains the model a config describes into ``workdir`` and evaluates it.
 
-    Writes config.json, metrics.jsonl (one record per epoch), checkpoints/ (one per epoch),
-    summary.json and PNG figures. Running it again with the same workdir resumes from the
-    last checkpoint; after the last epoch it only re-evaluates. Everything is validated
-    before the workdir is touched.
+    Writes config.json, metrics.jsonl (one record per epoch), checkpoints/ (every
+    ``train.checkpoint_every`` epochs, the last epoch, and the epoch a signal stopped the
+    run at; the latest ``train.keep_checkpoints`` are kept), summary.json and PNG figures.
+    Running it again with the same workdir resumes from the last checkpoint (recomputing,
+    identically, the epochs after it); after the last epoch it only re-evaluates.
+    Everything is validated before the workdir is touched.
 
     Returns:
       the summary dict written to summary.json.
     """
+    start_time = time.perf_counter()
     dataset = settings.load_data(config)
     setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
     hparams = settings.hparams_from_config(config)
     validate(setup, hparams, num_train=dataset.x_train.shape[0])
     config_dict = config.to_dict()
     ckpt_dir = os.path.join(workdir, "checkpoints")
+    checkpoint_policy(config)  # checked before anything is written
     done = checkpoints.steps(ckpt_dir)
     if done:  # a workdir that holds no epoch yet may take a new config
-        metrics.check_config(workdir, config_dict, "run", resumable=("train.num_epochs",))
+        metrics.check_config(workdir, config_dict, "run", resumable=RESUMABLE_CHANGES)
         if done[-1] > setup.num_epochs:
             raise ValueError(
                 f"workdir {workdir!r} holds a run trained for {done[-1]} epochs, more than "
@@ -438,11 +446,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json(os.path.join(workdir, "config.json"), config_dict)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    logging.info("data %s: %s", config.dataset.name, dataset.describe())
+    logging.info("data %s", dataset.describe())
 
     device_data = to_device(dataset)
     hp = settings.float32_hparams(hparams)
-    state = init_state(jax.random.key(int(config.seed)), hp, setup, dataset.x_train.shape[0])
+    # One compiled program (eagerly, each of its small ops would compile on its own).
+    state = jax.jit(init_state, static_argnums=(2, 3))(
+        jax.random.key(int(config.seed)), hp, setup, dataset.x_train.shape[0]
+    )
     start = 0
     if done:
         start = done[-1]
@@ -465,46 +476,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         logging.info("compiled the epoch in %.2fs", time.perf_counter() - t0)
         interrupt.check()
-    with checkpoints.manager(ckpt_dir) as ckpt:
+    every, keep = checkpoint_policy(config)
+    with checkpoints.manager(ckpt_dir, keep=keep) as ckpt:
         for epoch in range(start + 1, setup.num_epochs + 1):
             t0 = time.perf_counter()
             state, m = epoch_fn(state, hp, device_data)
             m = {k: float(v) for k, v in jax.device_get(m).items()}
             record = {"epoch": epoch, **m, "seconds": time.perf_counter() - t0}
-            if not finite(m):  # checked before the save: a NaN/inf epoch is never kept
-                raise FloatingPointError(
-                    f"training diverged at epoch {epoch}: train loss {m['train_loss']}, val "
-                    f"loss {m['val_loss']}, update/weight {m['update_ratio']} with "
-                    f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate"
-                    + (
-                        f" and use a new --workdir (this one keeps the checkpoints up to epoch "
-                        f"{epoch - 1})"
-                        if epoch > 1
-                        else " (nothing was checkpointed: the same --workdir can be reused)"
-                    )
-                )
+            if not finite(m):  # checked before any save: a NaN/inf epoch is never kept
+                raise FloatingPointError(_divergence(epoch, m, setup, hparams, ckpt.all_steps()))
             metrics.append_jsonl(metrics_path, record)
             metrics.log_progress(record, setup.num_epochs)
             history.append(record)
-            checkpoints.save(ckpt, epoch, to_checkpoint(state))
-            interrupt.check()  # a safe point: this epoch is complete on disk
+            if epoch % every == 0 or epoch == setup.num_epochs:
+                checkpoints.save(ckpt, epoch, to_checkpoint(state))
+            try:
+                interrupt.check()  # a safe point: the epoch is complete
+            except interrupt.Interrupted:
+                checkpoints.save(ckpt, epoch, to_checkpoint(state))  # (once: a saved step is kept)
+                raise
 
     summary = _summarize(state, dataset, setup, history)
-    metrics.write_json(os.path.join(workdir, "summary.json"), summary)
     plots.training_curves(history, os.path.join(workdir, "curves.png"))
     if setup.model == "linear":
         plots.class_templates(
             np.asarray(state.params["W"]), dataset, os.path.join(workdir, "templates.png")
         )
+    # The whole call: data, compilation, training, checkpoints, evaluation, figures.
+    summary["wall_seconds"] = time.perf_counter() - start_time
+    metrics.write_json(os.path.join(workdir, "summary.json"), summary)
     logging.info(
-        "train acc %.4f  val acc %.4f  test acc %.4f  (%d epochs, %.2fs)",
+        "train acc %.4f  val acc %.4f  test acc %.4f  (%d epoch%s: %.2fs training, %.2fs in all)",
         summary["train_accuracy"],
         summary["val_accuracy"],
         summary["test_accuracy"],
         summary["epochs"],
+        "" if summary["epochs"] == 1 else "s",
         summary["seconds"],
+        summary["wall_seconds"],
     )
     return summary
+
+
+def checkpoint_policy(config: ml_collections.ConfigDict) -> tuple[int, int | None]:
+    """(epochs between checkpoints, how many to keep or None for all) from a config's
+    ``train.checkpoint_every`` and ``train.keep_checkpoints`` (0: all), checked."""
+    every = int(config.train.get("checkpoint_every", 1))
+    keep = int(config.train.get("keep_checkpoints", 0))
+    if every < 1 or keep < 0:
+        raise ValueError(
+            f"train.checkpoint_every={every} must be >= 1 and train.keep_checkpoints={keep} "
+            ">= 0 (0 keeps all); set --config.train.checkpoint_every and "
+            "--config.train.keep_checkpoints"
+        )
+    return every, keep or None
+
+
+def _divergence(epoch: int, m: dict, setup: Setup, hparams: dict, saved: Sequence[int]) -> str:
+    return (
+        f"training diverged at epoch {epoch}: train loss {m['train_loss']}, val loss "
+        f"{m['val_loss']}, update/weight {m['update_ratio']} with "
+        f"{_describe_run(setup, hparams)}; lower --config.optimizer.learning_rate"
+        + (
+            f" and use a new --workdir (this one keeps checkpoints up to epoch {max(saved)})"
+            if saved
+            else " (nothing was checkpointed: the same --workdir can be reused)"
+        )
+    )
 
 
 def _describe_run(setup: Setup, hparams: dict) -> str:
@@ -518,23 +556,23 @@ def _summarize(
     state: TrainState, dataset: data.Dataset, setup: Setup, history: list[dict]
 ) -> dict[str, Any]:
     """Accuracies of the final params (and of the EMA), final loss, epoch seconds."""
-    evaluate_fn = jax.jit(functools.partial(evaluate, setup=setup))
-    splits = {
-        "train": (dataset.x_train, dataset.y_train),
-        "val": (dataset.x_val, dataset.y_val),
-        "test": (dataset.x_test, dataset.y_test),
-    }
+    splits = {n: (getattr(dataset, f"x_{n}"), getattr(dataset, f"y_{n}")) for n in SPLITS}
 
-    def accuracies(params, names):
-        return {f"{n}_accuracy": float(evaluate_fn(params, *splits[n])["accuracy"]) for n in names}
+    @jax.jit  # every split (and the EMA's) in one program: one compilation
+    def accuracies(params, ema, splits):
+        out = {f"{n}_accuracy": accuracy(params, *splits[n], setup) for n in SPLITS}
+        if setup.ema:
+            out["ema"] = {f"{n}_accuracy": accuracy(ema, *splits[n], setup) for n in SPLITS[1:]}
+        return out
 
-    summary = {
-        **accuracies(state.params, ("train", "val", "test")),
+    found = jax.tree.map(float, jax.device_get(accuracies(state.params, state.ema, splits)))
+    return {
+        **found,
         "final_loss": history[-1]["train_loss"] if history else float("nan"),
         "seconds": float(sum(r["seconds"] for r in history)),  # training, compile excluded
         "epochs": len(history),
         "num_params": num_params(setup),
     }
-    if setup.ema:
-        summary["ema"] = accuracies(state.ema, ("val", "test"))
-    return summary
+
+
+SPLITS = ("train", "val", "test")

@@ -16,7 +16,11 @@ from configs import digits_softmax, digits_sweep
 from lib import checkpoints, interrupt, metrics, search, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_FLAGS = ("--config=configs/digits_softmax.py", "--config.train.num_epochs=4")
+TRAIN_FLAGS = (
+    "--config=configs/digits_softmax.py",
+    "--config.train.num_epochs=4",
+    "--config.train.checkpoint_every=1",
+)
 SWEEP_FLAGS = (
     "--config=configs/digits_sweep.py",
     "--config.search.stages=8x1,4x2",

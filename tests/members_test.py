@@ -222,6 +222,7 @@ class SourcesTest(parameterized.TestCase):
             tc = shrunk_config()
             tc.train.ema_decay = 0.0
             tc.train.num_epochs = 4
+            tc.train.checkpoint_every = 1  # a checkpoint per epoch: members are epochs
             summary = train.train_and_evaluate(tc, train_dir)
             config = shrunk_config(source="checkpoints", train_dir=train_dir)
             groups, _ = members.build_members(config, shrunk_dataset())

@@ -4,6 +4,7 @@ import glob
 import importlib
 import os
 import shutil
+import signal
 import tempfile
 from unittest import mock
 
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lib import checkpoints, data, metrics, settings, train
+from lib import checkpoints, data, interrupt, metrics, settings, train
 from tests.fixtures import write_cifar, write_mnist
 
 WORKDIR_FILES = ("config.json", "metrics.jsonl", "summary.json", "curves.png")
@@ -34,6 +35,7 @@ def _config(name, **overrides):
     """configs/<name>.py shrunk to a couple of epochs, with dotted-key overrides."""
     config = importlib.import_module(f"configs.{name}").get_config()
     config.train.num_epochs = 2
+    config.train.checkpoint_every = 1  # (the default policy has a test of its own)
     for key, value in overrides.items():
         settings.set_field(config, key, value)
     return config
@@ -209,6 +211,38 @@ class ResumeTest(TmpTestCase):
         ]
         chex.assert_trees_all_equal(*restored)  # params, optimizer state, EMA, key, epoch
 
+    def test_every_few_epochs_the_latest_kept_and_a_stop_saves_its_epoch(self):
+        config = _config(
+            "digits_softmax",
+            **{"train.num_epochs": 7, "train.checkpoint_every": 3, "train.keep_checkpoints": 2},
+        )
+        full = self.tmpdir()
+        train.train_and_evaluate(config, full)
+        self.assertEqual(checkpoints.steps(os.path.join(full, "checkpoints")), [6, 7])
+        # A signal during epoch 4: the run saves epoch 4 before it stops, and resumes there.
+        stopped = self.tmpdir()
+        real = metrics.log_progress
+
+        def signal_during_4(record, num_epochs):
+            real(record, num_epochs)
+            if record["epoch"] == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        with interrupt.deferred(), mock.patch.object(metrics, "log_progress", signal_during_4):
+            with self.assertRaises(interrupt.Interrupted):
+                train.train_and_evaluate(config, stopped)
+        self.assertEqual(checkpoints.steps(os.path.join(stopped, "checkpoints")), [3, 4])
+        train.train_and_evaluate(config, stopped)
+        self.assertEqual(
+            *(
+                _without_seconds(metrics.read_jsonl(os.path.join(d, "metrics.jsonl")))
+                for d in (full, stopped)
+            )
+        )
+        chex.assert_trees_all_equal(
+            *(checkpoints.restore(os.path.join(d, "checkpoints")) for d in (full, stopped))
+        )
+
     def test_finished_run_only_reevaluates(self):
         config = _config("digits_softmax")
         workdir = self.tmpdir()
@@ -216,6 +250,8 @@ class ResumeTest(TmpTestCase):
         lines = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
         second = train.train_and_evaluate(config, workdir)
         self.assertEqual(metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")), lines)
+        self.assertGreater(first.pop("wall_seconds"), first["seconds"])  # this call's own
+        second.pop("wall_seconds")
         self.assertEqual(first, second)
 
     def test_more_epochs_extends_the_run(self):
@@ -327,7 +363,6 @@ class BadInputTest(TmpTestCase):
         # Nothing was trained: the same workdir takes the corrected config.
         train.train_and_evaluate(_config("digits_softmax"), workdir)
         self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1, 2])
-
 
     def test_nan_weights_after_an_epochs_last_step_are_never_checkpointed(self):
         # The epoch's training loss is computed before each step, so a step that leaves NaN
