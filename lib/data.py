@@ -104,11 +104,17 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def is_image(self) -> bool:
+        """Whether each row is an image (H, W) or (H, W, C), not a plain feature vector."""
+        return len(self.image_shape) >= 2
+
     def describe(self) -> str:
+        shape = f" (image {self.image_shape})" if self.is_image else ""
         return (
             f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / "
-            f"{len(self.y_test)} test, {self.num_features} features "
-            f"(image {self.image_shape}), {self.num_classes} classes"
+            f"{len(self.y_test)} test, {self.num_features} features{shape}, "
+            f"{self.num_classes} classes"
         )
 
     def to_images(self, x: np.ndarray) -> np.ndarray:

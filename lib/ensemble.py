@@ -244,9 +244,16 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     metrics.check_config(workdir, config_dict, "ensemble")
     dataset = settings.load_data(members.data_config(config))
     t0 = time.perf_counter()
+    logging.info(
+        "building %d members (source %s) on %s",
+        config.ensemble.size,
+        config.ensemble.source,
+        dataset.describe(),
+    )
     groups, raw = members.build_members(config, dataset)
     jax.block_until_ready([g.params for g in groups])
     build_seconds = time.perf_counter() - t0
+    logging.info("built the members in %.1fs; evaluating", build_seconds)
     interrupt.check()
     result = evaluate(groups, dataset, how)
     summary = {

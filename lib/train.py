@@ -498,7 +498,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     summary = _summarize(state, dataset, setup, history)
     plots.training_curves(history, os.path.join(workdir, "curves.png"))
-    if setup.model == "linear":
+    if setup.model == "linear" and dataset.is_image:  # W's rows as images: the notes' templates
         plots.class_templates(
             np.asarray(state.params["W"]), dataset, os.path.join(workdir, "templates.png")
         )

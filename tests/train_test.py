@@ -74,6 +74,10 @@ class ConfigsTest(TmpTestCase):
         )
         os.makedirs(os.path.join(cls.data_root, "mnist"))
         write_mnist(os.path.join(cls.data_root, "mnist"), gz=True, n_train=120, n_test=30)
+        rng = np.random.default_rng(0)  # own data: 3 classes of 5 features, not images
+        y = np.arange(150) % 3
+        x = rng.normal(size=(150, 5)) + 2.0 * np.eye(3, 5)[y]
+        np.savez(os.path.join(cls.data_root, "own.npz"), x_train=x, y_train=y)
 
     @classmethod
     def tearDownClass(cls):
@@ -92,6 +96,7 @@ class ConfigsTest(TmpTestCase):
             {"dataset.data_dir": "cifar", "train.batch_size": 20, "model.hidden": 8},
         ),
         ("mnist_softmax", {"dataset.data_dir": "mnist", "train.batch_size": 20}),
+        ("npz_softmax", {"dataset.data_dir": "own.npz"}),
     )
     def test_config_writes_the_workdir(self, name, overrides):
         if "dataset.data_dir" in overrides:
@@ -104,8 +109,10 @@ class ConfigsTest(TmpTestCase):
         summary = train.train_and_evaluate(config, workdir)
         for fname in WORKDIR_FILES:
             self.assertTrue(os.path.exists(os.path.join(workdir, fname)), fname)
-        if config.model.name == "linear":
-            self.assertTrue(os.path.exists(os.path.join(workdir, "templates.png")))
+        # The class templates, for a linear model of images only (not the spiral's points
+        # or the .npz's feature vectors).
+        templates = config.model.name == "linear" and name not in ("spiral_softmax", "npz_softmax")
+        self.assertEqual(os.path.exists(os.path.join(workdir, "templates.png")), templates)
         self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1, 2])
         records = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
         self.assertEqual([r["epoch"] for r in records], [1, 2])
