@@ -234,6 +234,43 @@ class ModelGradientTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "shaped like params"):
             gradcheck.full_check(obj.loss, lambda p: (obj.loss(p), good(p)), _linear_params())
 
+    def test_smooth_coordinates_of_a_kinked_objective_are_graded_strictly(self):
+        # A 1e-5 relative slip on one coordinate of a hinge objective that crossed no kink:
+        # the objective is smooth there, so the strict band applies ("too high"); the
+        # lenient "ok with kinks" is only for kinks the check cannot locate.
+        x, y = _data(n=4)
+        obj = gradcheck.make_objective("linear", "hinge", x, y, 0.05)
+        good = obj.grad_fns["jax.grad"]
+        slip = lambda p: {
+            "W": good(p)["W"] * (1 + 1e-5 * (np.arange(15) == 3).reshape(3, 5)),
+            "b": good(p)["b"],
+        }
+        params = _linear_params()
+        (strict,) = gradcheck.full_check(obj.loss, slip, params, kinks=obj.kinks)
+        self.assertEqual(strict.leaves[0].num_kinks, 0)
+        self.assertEqual(strict.grade, "too high")
+        (lenient,) = gradcheck.full_check(obj.loss, slip, params, has_kinks=True)
+        self.assertEqual(lenient.grade, "ok with kinks")
+        self.assertTrue(gradcheck.worse_than([strict], "good"))
+        self.assertFalse(gradcheck.worse_than([strict], "too high"))
+
+    def test_check_after_training_steps(self):
+        x, y = _data()
+        kwargs = dict(num_classes=3, hidden=6, seed=0)
+        first = gradcheck.check_model("two_layer", "softmax", x, y, 0.1, **kwargs)
+        later = gradcheck.check_model(
+            "two_layer", "softmax", x, y, 0.1, steps=20, learning_rate=0.5, **kwargs
+        )
+        for reports in (first, later):
+            self.assertFalse(
+                gradcheck.worse_than(reports, "good"), gradcheck.format_report(reports)
+            )
+        # The trained point differs from the initial one: the checks saw other weights.
+        self.assertNotEqual(
+            [l.max_abs_error for r in first for l in r.leaves],
+            [l.max_abs_error for r in later for l in r.leaves],
+        )
+
     def test_round_off_is_reported_but_not_graded(self):
         """A tiny exact gradient of a large f: differences below eps*|f|/2h are round-off."""
         scale = np.array([1e-6, 1.0])
