@@ -143,11 +143,11 @@ def _open_stage(storage, index: int, space: Space, num: int, num_epochs: int, ct
     return stage
 
 
-def _plan(stage: Stage) -> None:
+def _plan(stage: Stage) -> int:
     """Enqueues the stage's open slots, one structure after another (so claims come in
-    batches of one structure)."""
+    batches of one structure); returns how many."""
     order = sorted(range(len(stage.plan)), key=lambda i: (repr(structure(stage.plan[i])), i))
-    studies.plan_slots(stage.study, stage.plan, order)
+    return studies.plan_slots(stage.study, stage.plan, order)
 
 
 def _setup_for(base: settings.Setup, row: Mapping[str, Any], num_epochs: int) -> settings.Setup:
@@ -293,8 +293,12 @@ def _tell(stage: Stage, r: dict, ctx: dict) -> None:
 
 
 def _wait_for_others(stage: Stage, ctx: dict) -> bool:
-    """True after a pause while other live processes run trials of this stage (slots of
-    processes that died meanwhile are planned again); False when none does."""
+    """Whether to claim again: True when slots of processes that died were planned again,
+    or (after a pause) while other live processes run trials of this stage; False when no
+    trial of the stage is left anywhere."""
+    ctx["interrupted"] += studies.recover(stage.study, ctx["owner"])
+    if _plan(stage):
+        return True
     others = studies.running_elsewhere(stage.study, ctx["owner"])
     if not others:
         return False
@@ -304,8 +308,6 @@ def _wait_for_others(stage: Stage, ctx: dict) -> bool:
         )
         ctx["waiting_for"] = others
     time.sleep(WAIT_SECONDS)
-    ctx["interrupted"] += studies.recover(stage.study, ctx["owner"])
-    _plan(stage)
     return True
 
 
