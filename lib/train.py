@@ -431,7 +431,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     validate(setup, hparams, num_train=dataset.x_train.shape[0])
     config_dict = config.to_dict()
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    checkpoint_policy(config)  # checked before anything is written
+    every, keep = checkpoint_policy(config)  # checked before anything is written
     done = checkpoints.steps(ckpt_dir)
     if done:  # a workdir that holds no epoch yet may take a new config
         metrics.check_config(workdir, config_dict, "run", resumable=RESUMABLE_CHANGES)
@@ -476,7 +476,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         logging.info("compiled the epoch in %.2fs", time.perf_counter() - t0)
         interrupt.check()
-    every, keep = checkpoint_policy(config)
     with checkpoints.manager(ckpt_dir, keep=keep) as ckpt:
         for epoch in range(start + 1, setup.num_epochs + 1):
             t0 = time.perf_counter()
