@@ -90,7 +90,8 @@ class StopAndResumeTest(absltest.TestCase):
         )
         self.assertStoppedCleanly(status, stderr, 130)
         ckpt_dir = os.path.join(workdir, "checkpoints")
-        self.assertEqual(checkpoints.steps(ckpt_dir), [1, 2])
+        # Stopped after epoch 2's save (or, on a slow machine, epoch 3's), before the end.
+        self.assertIn(checkpoints.steps(ckpt_dir), ([1, 2], [1, 2, 3]))
         self.assertEqual([n for n in os.listdir(ckpt_dir) if "tmp" in n], [])
         status, stderr = _run("experiments.train", workdir, TRAIN_FLAGS)
         self.assertEqual(status, 0, stderr[-3000:])
