@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import checkpoints, data, interrupt, metrics, search, settings, sharding, train
+from lib import checkpoints, data, interrupt, metrics, settings, sharding, sweep_report, train
 from lib.types import Array, Params, PRNGKey
 
 SOURCES = ("seeds", "search", "checkpoints", "ema")
@@ -132,7 +132,7 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     """The complete trials of a sweep workdir, best validation accuracy first.
 
     Reads ``<search_dir>/trials.csv`` as ``lib.search`` writes it: the columns
-    ``search.TRIAL_COLUMNS``, then one column per search-space name (a
+    ``sweep_report.TRIAL_COLUMNS``, then one column per search-space name (a
     ``settings.CONFIG_PATHS`` name: ``learning_rate``, ``reg``, ``hidden``, ``optimizer``,
     ...). Rows whose ``status`` is ``complete`` are kept (not ``diverged``). Each returned
     dict has ``trial`` (``"<trial> (stage <stage>)"``), ``val_accuracy``, ``seed`` (the
@@ -162,14 +162,14 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"{path} holds no trials; run the sweep first")
     columns = set(rows[0])
-    missing = [c for c in search.TRIAL_COLUMNS if c not in columns]
-    unknown = sorted(columns - set(search.TRIAL_COLUMNS) - set(settings.CONFIG_PATHS))
+    missing = [c for c in sweep_report.TRIAL_COLUMNS if c not in columns]
+    unknown = sorted(columns - set(sweep_report.TRIAL_COLUMNS) - set(settings.CONFIG_PATHS))
     if missing or unknown:
         raise ValueError(
             f"{path} is not a trials.csv of experiments.sweep (missing columns {missing}, "
             f"unknown columns {unknown}); point --config.ensemble.search_dir at a sweep workdir"
         )
-    space = sorted(columns - set(search.TRIAL_COLUMNS))
+    space = sorted(columns - set(sweep_report.TRIAL_COLUMNS))
     trials = []
     for row in rows:
         if row["status"] != "complete":

@@ -17,27 +17,24 @@ summary.json, search.png, best_hparams.json and the best trial's params (orbax).
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import csv
 import dataclasses
-import math
 import os
 import shutil
 import socket
 import time
 import uuid
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple
 
 from absl import logging
 import jax
 import numpy as np
 import optuna
 
-from lib import checkpoints, interrupt, metrics, plots, settings, sharding, study as studies, train
+from lib import checkpoints, interrupt, metrics, plots, settings, sharding, study as studies
+from lib import sweep_report as report, train
 from lib.space import (
     Space,
-    border_warnings,
     check_space,
     distributions,
     narrow,
@@ -51,24 +48,6 @@ from lib.space import (
 )
 
 SAMPLERS = ("random", "grid", "tpe")
-# trials.csv: these columns, with one column per searched hyperparameter between them.
-TRIAL_COLUMNS_BEFORE_SPACE = (
-    "stage",
-    "trial",
-    "slot",
-    "status",
-    "seed",
-    "order_seed",
-    "num_epochs",
-)
-TRIAL_COLUMNS_AFTER_SPACE = (
-    "train_accuracy",
-    "val_accuracy",
-    "seconds",
-    "diverged_epoch",
-    "val_accuracy_per_epoch",
-)
-TRIAL_COLUMNS = TRIAL_COLUMNS_BEFORE_SPACE + TRIAL_COLUMNS_AFTER_SPACE
 _RESUMABLE_CHANGES = (
     "search.stages",
     "search.num_trials",
@@ -192,9 +171,7 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, ctx: dict) -> list
     diverged = sharding.diverged(history)
     out = []
     for j, (trial, slot, _) in enumerate(items):
-        div_epoch = (
-            int(np.argmin(train.finite(history)[j])) + 1 if diverged[j] else None
-        )
+        div_epoch = int(np.argmin(train.finite(history)[j])) + 1 if diverged[j] else None
         result = {
             "status": "diverged" if diverged[j] else "complete",
             "seed": seeds[j],
@@ -334,19 +311,9 @@ def _log_progress(stage: Stage, trial_epochs: int, seconds: float, ctx: dict) ->
         planned[stage.index],
         stage.num_epochs,
         stage.study.best_value if here else float("nan"),
-        _duration(time.perf_counter() - ctx["start"]),
-        _duration(max(left, 0) * seconds / trial_epochs),
+        report.duration(time.perf_counter() - ctx["start"]),
+        report.duration(max(left, 0) * seconds / trial_epochs),
     )
-
-
-def _duration(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``1h02m``."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
@@ -412,7 +379,15 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         stage_records = [_record(index, t) for t in studies.finished(stage.study)]
         records += stage_records
         earlier.append([(r["hparams"], r["value"], dists) for r in stage_records])
-        stage_summary = _stage_summary(stage, stage_records, plan, ctx)
+        stage_summary = report.stage_summary(
+            index,
+            stage.space,
+            num_epochs,
+            stage_records,
+            plan["space"],
+            plan["setup"],
+            ctx["chance"],
+        )
         stage_summaries.append(stage_summary)
         warnings += stage_summary["border_warnings"]
         ok = [r for r in stage_records if r["status"] == "complete"]
@@ -420,7 +395,7 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         if index + 1 < len(plan["stages"]) and ok:  # with none complete, keep the range
             rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
             space = narrow(stage.space, rows, scores, float(s.top_fraction))
-    _write_csv(os.path.join(workdir, "trials.csv"), records, plan["space"])
+    report.write_trials(os.path.join(workdir, "trials.csv"), records, plan["space"])
     summary = {
         "num_trials": len(records),
         "stages": stage_summaries,
@@ -478,79 +453,12 @@ def _context(plan: dict, s: Any, callback, start: float) -> dict[str, Any]:
     }
 
 
-def _stage_summary(stage: Stage, records: list[dict], plan: dict, ctx: dict) -> dict[str, Any]:
-    """A stage's entry of summary.json; logs its warnings (border, nothing learned,
-    everything diverged)."""
-    ok = [r for r in records if r["status"] == "complete"]
-    rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
-    warnings = border_warnings(stage.space, rows, scores, plan["setup"], configured=plan["space"])
-    warnings += nothing_learned(records, *ctx["chance"], plan["space"])
-    warnings = [f"stage {stage.index}: {w}" for w in warnings]
-    for w in warnings:
-        logging.warning("%s", w)
-    best = max(ok, key=lambda r: (r["value"], -r["slot"])) if ok else None
-    return {
-        "num_trials": len(records),
-        "num_epochs": stage.num_epochs,
-        "space": space_to_json(stage.space),
-        "border_warnings": warnings,
-        "diverged": len(records) - len(ok),
-        "model": dict(collections.Counter(r["model"] for r in records if r["model"])),
-        "best": best
-        and {k: best[k] for k in ("trial", "hparams", "val_accuracy", "train_accuracy")},
-    }
-
-
-def nothing_learned(
-    records: Sequence[Mapping[str, Any]], chance: float, num_val: int, space: Space
-) -> list[str]:
-    """A warning when no complete trial of a stage clearly beats the chance level, with the
-    likely fix; [] otherwise.
-
-    Chance is the validation set's majority-class rate p; "clearly" means by at least
-    ``max(0.2 (1 - p), 3 sqrt(p (1 - p) / num_val))`` (a fifth of the way to perfect, and
-    well outside the sampling noise of ``num_val`` examples; an untrained linear model on
-    digits scores about 0.19 against p = 0.10). When every trial diverged, or
-    the trials that did not diverge learned nothing while others diverged, the learning-rate
-    range is likely too high; when none diverged, too low.
-    """
-    if not records:
-        return []
-    ok = [r for r in records if r["status"] == "complete"]
-    margin = max(0.2 * (1 - chance), 3 * math.sqrt(chance * (1 - chance) / num_val))
-    if ok and max(r["val_accuracy"] for r in ok) >= chance + margin:
-        return []
-    level = f"the chance level {chance:.3f} (the validation set's majority-class rate)"
-    if not ok:
-        what = f"all {len(records)} trials diverged (NaN/inf loss)"
-    elif len(ok) < len(records):
-        what = f"{len(records) - len(ok)} of {len(records)} trials diverged and none beat {level}"
-    else:
-        best = max(r["val_accuracy"] for r in ok)
-        what = (
-            f"nothing learned: the best val accuracy {best:.4f} is within {margin:.3f} of {level}"
-        )
-    too_high = len(ok) < len(records)
-    lr = space.get("learning_rate")
-    if lr is None or lr.scale == "choice":
-        fix = ("lower" if too_high else "raise") + " --config.optimizer.learning_rate"
-    else:
-        low, high = (lr.low / 1e4, lr.low) if too_high else (lr.high, lr.high * 1e4)
-        fix = (
-            f"the learning-rate range [{lr.low:.3g}, {lr.high:.3g}] is likely too "
-            f"{'high' if too_high else 'low'}: move it, e.g. "
-            f"--config.search.space.learning_rate.low={low:.3g} "
-            f"--config.search.space.learning_rate.high={high:.3g}"
-        )
-    return [f"{what}; {fix}, with a new --workdir"]
-
-
 def _evaluate_best(workdir: str, best: dict, dataset, ctx: dict) -> dict[str, Any]:
     """The best trial's test accuracy, with best_params/ and best_hparams.json written; the
     summary's entries for it."""
     best_params, best_setup = _best_params(workdir, best, ctx)
     test_acc = float(train.accuracy(best_params, dataset.x_test, dataset.y_test, best_setup))
-    _write_best(workdir, best, test_acc)
+    report.write_best(workdir, best, test_acc)
     logging.info(
         "best (stage %d, trial %d): val acc %.4f  test acc %.4f  %s",
         best["stage"],
@@ -603,41 +511,3 @@ def _best_params(workdir: str, best: dict, ctx: dict):
     with contextlib.suppress(FileNotFoundError):
         os.remove(info)  # rewritten by _write_best once the new params are in place
     return params, setup
-
-
-def _write_best(workdir: str, best: dict, test_accuracy: float) -> None:
-    values = {**best["hparams"], "num_epochs": best["num_epochs"]}
-    overrides = {settings.CONFIG_PATHS[k]: v for k, v in values.items()}
-    metrics.write_json(
-        os.path.join(workdir, "best_hparams.json"),
-        {
-            "trial": {"stage": best["stage"], "trial": best["trial"]},
-            "hparams": best["hparams"],
-            "seed": best["seed"],
-            "order_seed": best["order_seed"],
-            "val_accuracy": best["val_accuracy"],
-            "train_accuracy": best["train_accuracy"],
-            "test_accuracy": test_accuracy,
-            "overrides": overrides,
-            "flags": " ".join(f"--config.{k}={v}" for k, v in sorted(overrides.items())),
-        },
-    )
-
-
-def _write_csv(path: str, records: list[dict], space: Space) -> None:
-    names = sorted(n for n in space if n != "num_epochs")  # num_epochs has its own column
-    with metrics.atomic(path, newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*TRIAL_COLUMNS_BEFORE_SPACE, *names, *TRIAL_COLUMNS_AFTER_SPACE])
-        for r in records:
-            writer.writerow(
-                [
-                    *(r[c] for c in TRIAL_COLUMNS_BEFORE_SPACE),
-                    *(r["hparams"][n] for n in names),
-                    r["train_accuracy"],
-                    r["val_accuracy"],
-                    r["seconds"],
-                    "" if r["diverged_epoch"] is None else r["diverged_epoch"],
-                    " ".join(f"{v:.4f}" for v in r["val_accuracy_per_epoch"]),
-                ]
-            )
