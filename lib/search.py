@@ -260,8 +260,17 @@ def _tell(stage: Stage, r: dict, ctx: dict) -> None:
     """Stores a trained trial in the study, and keeps the stage's best params in memory."""
     complete = r["result"]["status"] == "complete"
     value = r["result"]["val_accuracy"] if complete else 0.0
-    r["trial"].set_user_attr("result", r["result"])
-    stage.study.tell(r["trial"], value)
+    try:
+        r["trial"].set_user_attr("result", r["result"])
+        stage.study.tell(r["trial"], value)
+    except optuna.exceptions.UpdateFinishedTrialError:  # a storage whose claims are not atomic
+        logging.warning(
+            "stage %d: trial %d (slot %d) was finished by another process; this result is dropped",
+            stage.index,
+            r["trial"].number,
+            r["slot"],
+        )
+        return
     # Kept in memory for the stage's best, chosen as run_search chooses it (highest value
     # among complete trials, then lowest slot): no retraining needed.
     best = ctx["best_params"].get(stage.index)

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from lib.space import sample_grid, space_from_json
@@ -48,18 +49,43 @@ def open_storage(storage: str | None, workdir: str):
       ValueError: a URL that Optuna's RDBStorage cannot open (the accepted forms are named).
     """
     if storage:
+        sqlite = storage.startswith("sqlite")
         # SQLite serialises writers: several processes sharing one file wait up to a minute
         # for the lock instead of the driver's default 5 s.
-        kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+        kwargs = {"connect_args": {"timeout": 60}} if sqlite else {}
         try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
         except Exception as e:  # noqa: BLE001 (sqlalchemy raises many types for a bad URL)
             raise ValueError(
                 f"cannot open search.storage={storage!r} ({type(e).__name__}: {e}); "
                 f"use {STORAGE_FORMS}"
             ) from None
+        if sqlite:
+            _begin_immediate(rdb.engine)
+        return rdb
     backend = optuna.storages.journal.JournalFileBackend(os.path.join(workdir, "study.journal"))
     return optuna.storages.JournalStorage(backend)
+
+
+def _begin_immediate(engine) -> None:
+    """Makes every SQLite transaction take the write lock first (``BEGIN IMMEDIATE``).
+
+    Claiming a slot reads a WAITING trial and marks it RUNNING in one transaction; other
+    databases lock the row (``SELECT ... FOR UPDATE``), SQLite ignores that, so two
+    processes could both read WAITING and both claim the slot. Taking the lock at the
+    start of the transaction makes the read and the write one step (SQLAlchemy's recipe
+    for pysqlite: the driver's own BEGIN is turned off, ours is emitted instead).
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the hooks are not reused
 
 
 def stage_name(study_name: str, stage: int) -> str:

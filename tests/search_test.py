@@ -383,6 +383,7 @@ class SharedStudyTest(absltest.TestCase):
             errors = [p.communicate(timeout=300)[1] for p in pair]
             for p, err in zip(pair, errors):
                 self.assertEqual(p.returncode, 0, err[-3000:])
+                self.assertNotIn("finished by another process", err)  # no slot claimed twice
             workdir = os.path.join(base, storage)
             url = f"sqlite:///{workdir}/study.db" if storage == "sqlite" else None
             st = study.open_storage(url, workdir)
