@@ -27,7 +27,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from lib import interrupt
+from lib import interrupt, metrics
 
 # Errors the library raises for bad input, each with a message that names the fix (OSError:
 # a missing data file or config file, a full disk).
@@ -35,19 +35,10 @@ BAD_INPUT = (ValueError, OSError, FloatingPointError)
 
 
 def _fail(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    """``error: <message>`` on one line (whitespace runs collapsed), then exit status 2."""
+    one_line = re.sub(r"\s+", " ", message).strip()
+    sys.stderr.write(f"error: {one_line}\n")
     sys.exit(2)
-
-
-def _config_paths(tree: Any, prefix: str = "") -> list[str]:
-    """Every dotted field path of a config (as a dict)."""
-    out = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out += _config_paths(value, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}")
-    return out
 
 
 def unknown_field_message(field: str, paths: list[str]) -> str:
@@ -86,14 +77,13 @@ def _config_error(error: Exception, argv: list[str], config_file: str | None) ->
         except Exception:  # noqa: BLE001 (a broken config file: its own error is shown below)
             tree = None
         if tree is not None:
-            paths = _config_paths(tree)
+            paths = list(metrics.flatten(tree))
             for arg in argv[1:]:
                 if arg.startswith("--config."):
                     field = arg[len("--config.") :].split("=")[0]
                     if field not in paths:
                         _fail(unknown_field_message(field, paths))
-    text = str(error).strip("\"'").replace("\\n", " ").replace("\\'", "'")
-    _fail(re.sub(r"\s+", " ", text))
+    _fail(str(error).strip("\"'").replace("\\n", " ").replace("\\'", "'"))
 
 
 CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
@@ -113,7 +103,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        _fail(re.sub(r"\s+", " ", f"{e}; pass --helpfull to see the flags"))
+        _fail(f"{e}; pass --helpfull to see the flags")
     except CONFIG_ERRORS as e:
         _config_error(e, argv, getattr(flags.FLAGS["config"], "config_filename", None))
     return []  # not reached
@@ -203,7 +193,7 @@ def _guarded(main: Callable[[list[str]], Any], defer_signals: bool, argv: list[s
             )
             sys.exit(e.exit_status)
         except BAD_INPUT as e:
-            _fail(re.sub(r"\s+", " ", str(e)).strip())
+            _fail(str(e))
 
 
 def run(main: Callable[[list[str]], Any], defer_signals: bool = True) -> None:
