@@ -399,8 +399,8 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         )
         stage_summaries.append(stage_summary)
         warnings += stage_summary["border_warnings"]
+        best = report.best_trial(stage_records) or best
         ok = [r for r in stage_records if r["status"] == "complete"]
-        best = max(ok, key=lambda r: (r["value"], -r["slot"])) if ok else best
         if index + 1 < len(plan["stages"]) and ok:  # with none complete, keep the range
             rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
             space = narrow(stage.space, rows, scores, float(s.top_fraction))

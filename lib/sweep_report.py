@@ -37,6 +37,13 @@ TRIAL_COLUMNS_AFTER_SPACE = (
 TRIAL_COLUMNS = TRIAL_COLUMNS_BEFORE_SPACE + TRIAL_COLUMNS_AFTER_SPACE
 
 
+def best_trial(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The complete trial with the highest validation accuracy, then the lowest slot (so the
+    choice does not depend on how many processes shared the sweep); None if none is."""
+    ok = [r for r in records if r["status"] == "complete"]
+    return max(ok, key=lambda r: (r["value"], -r["slot"])) if ok else None
+
+
 def stage_summary(
     index: int,
     space: Space,
@@ -55,7 +62,7 @@ def stage_summary(
     warnings = [f"stage {index}: {w}" for w in warnings]
     for w in warnings:
         logging.warning("%s", w)
-    best = max(ok, key=lambda r: (r["value"], -r["slot"])) if ok else None
+    best = best_trial(records)
     return {
         "num_trials": len(records),
         "num_epochs": num_epochs,
