@@ -22,9 +22,12 @@ def get_config():
     c.dataset.scale = 1.0 / 255.0
     c.model.name = "linear"
     c.loss.name = "softmax"
-    c.loss.reg = 0.38
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 6.5e-3
-    c.train.num_epochs = 8
+    c.loss.reg = 2.4e-6
+    c.optimizer.name = "momentum"
+    c.optimizer.learning_rate = 1.3e-2
+    c.schedule.name = "step"  # halve the learning rate every 5 epochs
+    c.schedule.decay = 0.5
+    c.schedule.every = 5
+    c.train.num_epochs = 20
     c.train.batch_size = 200
     return c

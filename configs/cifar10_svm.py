@@ -15,4 +15,6 @@ from configs import cifar10_softmax
 def get_config():
     c = cifar10_softmax.get_config()
     c.loss.name = "hinge"
+    c.loss.reg = 2.3e-5
+    c.optimizer.learning_rate = 1.9e-4
     return c

@@ -13,14 +13,11 @@ from configs.digits_sweep import search_block
 
 def get_config():
     c = cifar10_softmax.get_config()
-    c.optimizer.name = "momentum"
-    c.train.num_epochs = 20
     c.search = search_block(
-        stages="64x1,16x5,4x20",
-        trials_per_batch=32,
+        stages="128x1,32x5,8x20",
         space={
             "learning_rate": {"low": 1e-5, "high": 1e-1, "scale": "log"},
-            "reg": {"low": 1e-5, "high": 1e0, "scale": "log"},
+            "reg": {"low": 1e-8, "high": 1e0, "scale": "log"},
         },
     )
     return c

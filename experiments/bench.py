@@ -1,6 +1,6 @@
 r"""Side-by-side timings: scorelab against the course's numpy code, in one process.
 
-  python -m experiments.bench --workload=train|sweep|ensemble|gradcheck [--json] [--profile]
+  python -m experiments.bench --workload=train|two_layer|sweep|ensemble|gradcheck [--json] [--profile]
 
 Every implementation of a workload is warmed up (compiled) first, then timed in interleaved
 rounds (A, A, B, B, C, C, A, A, ...) so that a noisy machine slows them alike; the figures
@@ -40,7 +40,7 @@ import threadpoolctl
 from experiments import numpy_trainer
 from lib import data, ensemble, members, scores, settings, sharding, train
 
-WORKLOADS = ("train", "sweep", "ensemble", "gradcheck")
+WORKLOADS = ("train", "sweep", "ensemble", "gradcheck", "two_layer")
 
 _WORKLOAD = flags.DEFINE_enum("workload", "train", WORKLOADS, "What to time.")
 _JSON = flags.DEFINE_bool("json", False, "End with one JSON line of the results.")
@@ -48,6 +48,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds (after one warm-up r
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 49000, "train: training examples.")
 _NUM_FEATURES = flags.DEFINE_integer("num_features", 3072, "Features D (CIFAR-10: 3072).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes K.")
+_HIDDEN = flags.DEFINE_integer("hidden", 200, "two_layer: hidden units H.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 200, "Minibatch size.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "SGD momentum learning rate.")
 _REG = flags.DEFINE_float("reg", 1e-4, "L2 strength.")
@@ -300,6 +301,86 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
         "loss_after_2_epochs": check,
         "scorelab_over_numpy": seconds["scorelab"] / seconds["numpy"],
         "cold_scorelab_over_numpy": cold_seconds["scorelab"] / cold_seconds["numpy"],
+    }, fns
+
+
+def bench_two_layer(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
+    """One epoch of SGD momentum for the two-layer ReLU net (``hidden`` units) on CIFAR-like
+    pixels: scorelab's jitted epoch as ``train_and_evaluate`` runs it (training, then the
+    epoch's train and val accuracies) vs the course's ``TwoLayerNet`` loss in a numpy loop
+    (`numpy_trainer.train_epoch_two_layer`, the training pass alone). Its ``seconds["numpy"]``
+    is the numpy time per configuration-epoch of a two-layer sweep."""
+    n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
+    setup = settings.Setup(
+        d,
+        k,
+        model="two_layer",
+        hidden=_HIDDEN.value,
+        optimizer="momentum",
+        num_epochs=2,
+        batch_size=_BATCH_SIZE.value,
+        train_eval_size=min(1000, n),
+    )
+    lr, reg, mu = _LEARNING_RATE.value, _REG.value, _MU.value
+    hp = settings.float32_hparams({"learning_rate": lr, "reg": reg, "mu": mu})
+    ds = pixel_dataset(n, max(1, n // 49), d, k, _SEED.value)
+    x_np, y_np = ds.x_train, ds.y_train
+    dataset = train.to_device(ds)
+    key = jax.random.key(_SEED.value)
+    fresh = lambda: train.init_state(key, hp, setup, n)
+    jit_run = jax.jit(functools.partial(train.run_epoch, setup=setup), donate_argnums=0)
+    run_epoch, compile_seconds = compile_timed(jit_run, fresh(), hp, dataset)
+
+    # The same computation twice: 2 epochs from the same init, same minibatches.
+    init = fresh()
+    batches = [epoch_batches(init, n, setup, e) for e in range(2)]
+    init_params = jax.device_get(init.params)  # (run_epoch donates the state's buffers)
+    net = numpy_trainer.init_two_layer(init_params)
+    for b in batches:
+        numpy_loss = numpy_trainer.train_epoch_two_layer(net, x_np, y_np, b, lr, reg, mu)
+    state = init
+    for _ in range(2):
+        state, m = run_epoch(state, hp, dataset)
+    check = {
+        "scorelab": float(m["train_loss"]),
+        "numpy": numpy_loss,
+        "max_abs_dW1": float(np.max(np.abs(net.params["W1"].T - np.asarray(state.params["W1"])))),
+    }
+
+    box = {"state": fresh(), "net": numpy_trainer.init_two_layer(init_params)}
+    rng = np.random.default_rng(_SEED.value)
+    steps = train.steps_per_epoch(setup, n)
+
+    def scorelab():
+        box["state"], m = run_epoch(box["state"], hp, dataset)
+        jax.block_until_ready(m)
+
+    def numpy_epoch(threads):
+        b = rng.permutation(n)[: steps * setup.batch_size].reshape(steps, setup.batch_size)
+        with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+            numpy_trainer.train_epoch_two_layer(box["net"], x_np, y_np, b, lr, reg, mu)
+
+    fns = {
+        "scorelab": scorelab,
+        "numpy_default_threads": lambda: numpy_epoch(None),
+        "numpy_1thread": lambda: numpy_epoch(1),
+    }
+    times, cold = interleaved(fns, repeats)
+    seconds, cold_seconds = _medians(times), _medians(cold)
+    return {
+        "shapes": {
+            "num_train": n,
+            "num_features": d,
+            "hidden": setup.hidden,
+            "num_classes": k,
+            "batch_size": setup.batch_size,
+            "steps_per_epoch": steps,
+        },
+        "seconds": seconds,
+        "cold_seconds": cold_seconds,
+        "compile_seconds": {"scorelab": compile_seconds},
+        "loss_after_2_epochs": check,
+        "scorelab_over_numpy": seconds["scorelab"] / seconds["numpy"],
     }, fns
 
 
@@ -556,6 +637,7 @@ def bench_gradcheck(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[]
 
 BENCHES = {
     "train": bench_train,
+    "two_layer": bench_two_layer,
     "sweep": bench_sweep,
     "ensemble": bench_ensemble,
     "gradcheck": bench_gradcheck,

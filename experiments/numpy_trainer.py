@@ -61,25 +61,29 @@ def _weight_grad(X, dscores, layout):
     return X.T.dot(dscores) if layout == "DK" else dscores.T.dot(X)
 
 
+def _softmax(scores, y):
+    """Mean cross-entropy of the rows of ``scores`` and its gradient in the scores."""
+    num_train = scores.shape[0]
+    scores -= scores.max(axis=1, keepdims=True)  # numeric stability (scores is our own)
+    exp_scores = np.exp(scores)
+    sum_exp = exp_scores.sum(axis=1, keepdims=True)
+    rows = np.arange(num_train)
+    loss = np.mean(np.log(sum_exp[:, 0]) - scores[rows, y])
+    dscores = exp_scores / sum_exp
+    dscores[rows, y] -= 1
+    dscores /= num_train
+    return loss, dscores
+
+
 def softmax_loss_vectorized(W, b, X, y, reg, layout="DK"):
     """Softmax loss and gradients, no explicit loops (the course's vectorised version).
 
     Returns:
       (loss, dW, db) with dW shaped like W.
     """
-    num_train = X.shape[0]
-    scores = _scores(W, b, X, layout)
-    scores -= scores.max(axis=1, keepdims=True)  # numeric stability
-    exp_scores = np.exp(scores)
-    sum_exp = exp_scores.sum(axis=1, keepdims=True)
-    rows = np.arange(num_train)
-    loss = np.mean(np.log(sum_exp[:, 0]) - scores[rows, y]) + reg * np.sum(W * W)
-    dscores = exp_scores / sum_exp
-    dscores[rows, y] -= 1
-    dscores /= num_train
+    loss, dscores = _softmax(_scores(W, b, X, layout), y)
     dW = _weight_grad(X, dscores, layout) + 2 * reg * W
-    db = dscores.sum(axis=0)
-    return loss, dW, db
+    return loss + reg * np.sum(W * W), dW, dscores.sum(axis=0)
 
 
 def svm_loss_vectorized(W, b, X, y, reg, layout="DK", margin=1.0):
@@ -127,18 +131,72 @@ def train_epoch(
     lr, reg, mu = np.float32(learning_rate), np.float32(reg), np.float32(mu)
     total = 0.0
     for idx in batches:
-        X_batch, y_batch = X[idx], y[idx]
-        value, dW, db = loss_fn(W, b, X_batch, y_batch, reg, model.layout)
+        value, dW, db = loss_fn(W, b, X[idx], y[idx], reg, model.layout)
         total += float(value)
-        vW *= mu
-        vW -= lr * dW
-        W += vW
-        vb *= mu
-        vb -= lr * db
-        b += vb
+        _momentum(W, vW, dW, lr, mu)
+        _momentum(b, vb, db, lr, mu)
     return total / len(batches)
+
+
+def _momentum(p: np.ndarray, v: np.ndarray, g: np.ndarray, lr, mu) -> None:
+    """``v = mu * v - lr * g; p += v``, in place."""
+    v *= mu
+    v -= lr * g
+    p += v
 
 
 def accuracy(model: Model, X: np.ndarray, y: np.ndarray) -> float:
     """Fraction of rows of ``X`` whose highest score is the label."""
     return float(np.mean(_scores(model.W, model.b, X, model.layout).argmax(axis=1) == y))
+
+
+# ----------------------------------------------------------------------------- two-layer net
+
+
+class TwoLayer(NamedTuple):
+    """The course's ``TwoLayerNet``: ``W1`` (D, H), ``b1``, ``W2`` (H, K), ``b2`` and their
+    momentum velocities (dicts of numpy arrays, updated in place)."""
+
+    params: dict
+    velocity: dict
+
+
+def init_two_layer(params: dict) -> TwoLayer:
+    """A net from scorelab's two-layer params (``W1`` (H, D), ``W2`` (K, H)); velocities zero."""
+    p = {
+        "W1": np.array(np.asarray(params["W1"], np.float32).T, order="C"),
+        "b1": np.array(params["b1"], np.float32),
+        "W2": np.array(np.asarray(params["W2"], np.float32).T, order="C"),
+        "b2": np.array(params["b2"], np.float32),
+    }
+    return TwoLayer(p, {k: np.zeros_like(v) for k, v in p.items()})
+
+
+def two_layer_loss(p: dict, X: np.ndarray, y: np.ndarray, reg):
+    """``TwoLayerNet.loss``: ReLU hidden layer, softmax, L2 on both weights; (loss, grads)."""
+    h = np.maximum(0, X.dot(p["W1"]) + p["b1"])
+    loss, dscores = _softmax(h.dot(p["W2"]) + p["b2"], y)
+    loss += reg * (np.sum(p["W1"] * p["W1"]) + np.sum(p["W2"] * p["W2"]))
+    dh = dscores.dot(p["W2"].T)
+    dh[h <= 0] = 0
+    grads = {
+        "W1": X.T.dot(dh) + 2 * reg * p["W1"],
+        "b1": dh.sum(axis=0),
+        "W2": h.T.dot(dscores) + 2 * reg * p["W2"],
+        "b2": dscores.sum(axis=0),
+    }
+    return loss, grads
+
+
+def train_epoch_two_layer(
+    net: TwoLayer, X, y, batches: np.ndarray, learning_rate: float, reg: float, mu: float = 0.9
+) -> float:
+    """One epoch of SGD with momentum for the two-layer net; the mean minibatch loss."""
+    lr, reg, mu = np.float32(learning_rate), np.float32(reg), np.float32(mu)
+    total = 0.0
+    for idx in batches:
+        value, grads = two_layer_loss(net.params, X[idx], y[idx], reg)
+        total += float(value)
+        for k, g in grads.items():
+            _momentum(net.params[k], net.velocity[k], g, lr, mu)
+    return total / len(batches)

@@ -28,16 +28,15 @@ def training_curves(history: Sequence[dict], path: str) -> None:
     plt.close(fig)
 
 
-def class_templates(weights: np.ndarray, dataset: data.Dataset, path: str) -> None:
-    """The rows of a linear classifier's W (K, D) shown as images: the notes' class templates.
-
-    Each template is rescaled to [0, 1] on its own so its pattern is visible.
-    """
-    images = data.to_images(np.asarray(weights), dataset.image_shape)
-    k = images.shape[0]
-    cols = min(k, 10)
-    rows = -(-k // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+def _image_grid(images: np.ndarray, titles: Sequence[str] | None, cols: int, path: str) -> None:
+    """Images in a grid, each rescaled to [0, 1] on its own so its pattern is visible."""
+    n = images.shape[0]
+    cols = min(n, cols)
+    rows = -(-n // cols)
+    size = 1.6 if titles else 0.8
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(size * cols, (size + 0.2 * bool(titles)) * rows), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, (ax, img) in enumerate(zip(axes.flat, images)):
@@ -46,17 +45,40 @@ def class_templates(weights: np.ndarray, dataset: data.Dataset, path: str) -> No
         if img.ndim == 1:  # a 2-D data set such as the spiral: show the weight vector
             img = img[None, :]
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
-        ax.set_title(str(dataset.class_names[i]), fontsize=9)
+        if titles:
+            ax.set_title(str(titles[i]), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def search_trials(trials: Sequence[Mapping[str, Any]], space: Mapping[str, Any], path: str) -> None:
+def class_templates(weights: np.ndarray, dataset: data.Dataset, path: str) -> None:
+    """The rows of a linear classifier's W (K, D) shown as images: the notes' class templates."""
+    images = data.to_images(np.asarray(weights), dataset.image_shape)
+    _image_grid(images, dataset.class_names, 10, path)
+
+
+def first_layer(weights: np.ndarray, dataset: data.Dataset, path: str, most: int = 200) -> None:
+    """The rows of a two-layer net's W1 (H, D) as images (the first ``most`` units): the
+    notes' picture of what the hidden units look for."""
+    images = data.to_images(np.asarray(weights)[:most], dataset.image_shape)
+    _image_grid(images, None, 20, path)
+
+
+_STAGE_MARKERS = "o^sDvP*X"
+
+
+def search_trials(
+    trials: Sequence[Mapping[str, Any]],
+    space: Mapping[str, Any],
+    path: str,
+    best: Mapping[str, Any] | None = None,
+) -> None:
     """The notes' picture: train and val accuracy of every finished trial over
-    (learning rate, reg) on log axes, coloured by accuracy. Without both names in the
-    space: val accuracy against each numeric hyperparameter instead. Without any complete
-    trial: a figure saying so."""
+    (learning rate, reg) on log axes, coloured by accuracy, one marker shape per stage,
+    the ``best`` trial circled in red. Without both names in the space: val accuracy
+    against each numeric hyperparameter instead. Without any complete trial: a figure
+    saying so."""
     ok = [t for t in trials if t["status"] == "complete"]
     numeric = [n for n in sorted(space) if space[n].scale != "choice"]
     if not ok:  # nothing to place on (log) axes: every trial diverged
@@ -66,32 +88,52 @@ def search_trials(trials: Sequence[Mapping[str, Any]], space: Mapping[str, Any],
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return
+    stages = sorted({t.get("stage", 0) for t in ok})
+    marker = {s: _STAGE_MARKERS[i % len(_STAGE_MARKERS)] for i, s in enumerate(stages)}
     if (
         "learning_rate" in space
         and "reg" in space
         and "choice" not in (space["learning_rate"].scale, space["reg"].scale)
     ):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-        lr = [t["hparams"]["learning_rate"] for t in ok]
-        reg = [t["hparams"]["reg"] for t in ok]
-        for ax, key in zip(axes, ("train_accuracy", "val_accuracy")):
-            sc = ax.scatter(lr, reg, c=[t[key] for t in ok], cmap="viridis", s=30)
-            ax.set(
-                xscale=space["learning_rate"].scale,
-                yscale=space["reg"].scale,
-                xlabel="learning rate",
-                ylabel="reg",
-                title=key.replace("_", " "),
-            )
-            fig.colorbar(sc, ax=ax)
+        x_name, y_name = "learning_rate", "reg"
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), squeeze=False)
+        panels = [(ax, key) for ax, key in zip(axes[0], ("train_accuracy", "val_accuracy"))]
     else:
-        fig, axes = plt.subplots(
-            1, max(len(numeric), 1), figsize=(5 * max(len(numeric), 1), 4), squeeze=False
+        x_name, y_name = None, "val_accuracy"
+        width = max(len(numeric), 1)
+        fig, axes = plt.subplots(1, width, figsize=(5 * width, 4), squeeze=False)
+        panels = [(ax, name) for ax, name in zip(axes[0], numeric)]
+    lo = min(min(t["train_accuracy"], t["val_accuracy"]) for t in ok)
+    hi = max(max(t["train_accuracy"], t["val_accuracy"]) for t in ok)
+    for ax, key in panels:
+        xk, yk = (x_name, y_name) if x_name else (key, None)
+        for s in stages:
+            rows = [t for t in ok if t.get("stage", 0) == s]
+            xs = [t["hparams"][xk] for t in rows]
+            ys = [t["hparams"][yk] if yk else t["val_accuracy"] for t in rows]
+            kw = {"c": [t[key] for t in rows], "cmap": "viridis", "vmin": lo, "vmax": hi}
+            sc = ax.scatter(
+                xs, ys, marker=marker[s], s=30, label=f"stage {s + 1}", **(kw if yk else {})
+            )
+        if best is not None:
+            by = best["hparams"][yk] if yk else best["val_accuracy"]
+            ax.scatter(
+                [best["hparams"][xk]], [by], s=220, facecolors="none", edgecolors="red",
+                linewidths=2, label="best",
+            )
+        ax.set(
+            xscale=space[xk].scale,
+            xlabel=xk.replace("_", " "),
+            ylabel=yk.replace("_", " ") if yk else "val accuracy",
+            title=key.replace("_", " ") if yk else "",
         )
-        for ax, name in zip(axes[0], numeric):
-            ax.scatter([t["hparams"][name] for t in ok], [t["val_accuracy"] for t in ok], s=20)
-            ax.set(xscale=space[name].scale, xlabel=name, ylabel="val accuracy")
-    fig.tight_layout()
+        if yk:
+            ax.set_yscale(space[yk].scale)
+        ax.legend(fontsize=7)
+    if x_name:
+        fig.colorbar(sc, ax=list(axes[0]), label="accuracy")
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

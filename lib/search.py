@@ -430,7 +430,7 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         summary.update(_evaluate_best(workdir, best, plan["dataset"], ctx))
     summary["seconds"] = time.perf_counter() - start
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)
-    plots.search_trials(records, plan["space"], os.path.join(workdir, "search.png"))
+    plots.search_trials(records, plan["space"], os.path.join(workdir, "search.png"), best)
     return summary
 
 

@@ -497,10 +497,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     summary = _summarize(state, dataset, setup, history)
     plots.training_curves(history, os.path.join(workdir, "curves.png"))
-    if setup.model == "linear" and dataset.is_image:  # W's rows as images: the notes' templates
-        plots.class_templates(
-            np.asarray(state.params["W"]), dataset, os.path.join(workdir, "templates.png")
-        )
+    if dataset.is_image:  # weights as images: the notes' class templates, or W1's rows
+        if setup.model == "linear":
+            plots.class_templates(
+                np.asarray(state.params["W"]), dataset, os.path.join(workdir, "templates.png")
+            )
+        else:
+            plots.first_layer(
+                np.asarray(state.params["W1"]), dataset, os.path.join(workdir, "first_layer.png")
+            )
     # The whole call: data, compilation, training, checkpoints, evaluation, figures.
     summary["wall_seconds"] = time.perf_counter() - start_time
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)

@@ -99,6 +99,24 @@ class NumpyLossTest(parameterized.TestCase):
         ) / (2 * h)
         self.assertAlmostEqual(fd, db[1], delta=1e-7)
 
+    def test_two_layer_gradient_matches_finite_differences(self):
+        x, y = _data(3, n=6, d=4, k=3)
+        x = x.astype(np.float64)
+        rng = np.random.default_rng(4)
+        p = {"W1": rng.standard_normal((4, 5)), "b1": rng.standard_normal(5)}
+        p |= {"W2": rng.standard_normal((5, 3)), "b2": rng.standard_normal(3)}
+        _, grads = numpy_trainer.two_layer_loss(p, x, y, 0.05)
+        h = 1e-6
+        for name, idx in [("W1", (0, 0)), ("W1", (3, 4)), ("b1", (2,)), ("W2", (1, 2)), ("b2", (0,))]:
+            plus, minus = {k: v.copy() for k, v in p.items()}, {k: v.copy() for k, v in p.items()}
+            plus[name][idx] += h
+            minus[name][idx] -= h
+            fd = (
+                numpy_trainer.two_layer_loss(plus, x, y, 0.05)[0]
+                - numpy_trainer.two_layer_loss(minus, x, y, 0.05)[0]
+            ) / (2 * h)
+            self.assertAlmostEqual(fd, grads[name][idx], delta=1e-6, msg=f"{name}{idx}")
+
     def test_momentum_step_by_hand(self):
         # One step from W = 0, b = 0, v = 0 with reg 0: the loss is log K and
         # v = -lr * grad, W = v (the notes' v = mu v - lr dx; x += v).
@@ -147,6 +165,23 @@ class SameComputationTest(parameterized.TestCase):
             rtol=1e-5,
             atol=1e-6,
         )
+
+    def test_two_layer_two_epochs_agree(self):
+        x, y = _data()
+        setup = settings.Setup(
+            D, K, model="two_layer", hidden=6, optimizer="momentum", batch_size=B, num_epochs=2
+        )
+        hp = settings.float32_hparams({"learning_rate": 0.05, "reg": 1e-2, "mu": 0.9})
+        epoch = _jitted_epoch(setup)
+        state = train.init_state(jax.random.key(7), hp, setup, N)
+        net = numpy_trainer.init_two_layer(jax.device_get(state.params))
+        for e in range(2):
+            b = bench.epoch_batches(state, N, setup, e)
+            state, m = epoch(state, hp, jnp.asarray(x), jnp.asarray(y))
+            np_loss = numpy_trainer.train_epoch_two_layer(net, x, y, b, 0.05, 1e-2, 0.9)
+            self.assertAlmostEqual(float(m["train_loss"]), np_loss, delta=1e-5 * abs(np_loss))
+        got = {k: v.T if k.startswith("W") else v for k, v in net.params.items()}
+        chex.assert_trees_all_close(got, jax.device_get(state.params), rtol=1e-5, atol=1e-6)
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,6 +235,7 @@ TINY = [
     "--num_train=400",
     "--num_features=32",
     "--num_classes=4",
+    "--hidden=8",
     "--batch_size=50",
     "--sweep_train=200",
     "--sweep_configs=3",
@@ -226,7 +262,7 @@ class EndToEndTest(parameterized.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         return out.stdout, json.loads(out.stdout.strip().splitlines()[-1])
 
-    @parameterized.parameters("train", "sweep", "ensemble", "gradcheck")
+    @parameterized.parameters("train", "two_layer", "sweep", "ensemble", "gradcheck")
     def test_json_line(self, workload):
         # train also runs with --profile (one process for both: each costs ~10 s).
         stdout, result = self._bench(workload, *["--profile"] * (workload == "train"))

@@ -113,6 +113,8 @@ class ConfigsTest(TmpTestCase):
         # or the .npz's feature vectors).
         templates = config.model.name == "linear" and name not in ("spiral_softmax", "npz_softmax")
         self.assertEqual(os.path.exists(os.path.join(workdir, "templates.png")), templates)
+        first_layer = config.model.name == "two_layer" and name != "spiral_two_layer"
+        self.assertEqual(os.path.exists(os.path.join(workdir, "first_layer.png")), first_layer)
         self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1, 2])
         records = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
         self.assertEqual([r["epoch"] for r in records], [1, 2])
