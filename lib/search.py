@@ -198,14 +198,9 @@ def _proposer(stage: Stage, dists: dict, earlier: list[list[tuple[dict, float, d
     """TPE's ``propose`` for ``studies.claim``: the model's params, and which stage's trials
     it modelled (user attr ``model``: ``random`` during a first stage's start-up)."""
 
-    def propose(study):
-        params, source = studies.propose_tpe(
-            study,
-            dists,
-            earlier,
-            studies.trial_seed(ctx["seed"], stage.index, len(study.get_trials(deepcopy=False))),
-            ctx["tpe_startup"],
-        )
+    def propose(study, number):
+        seed = studies.trial_seed(ctx["seed"], stage.index, number)
+        params, source = studies.propose_tpe(study, dists, earlier, seed, ctx["tpe_startup"])
         return params, {"model": "random" if source is None else f"stage {source}"}
 
     return propose

@@ -210,8 +210,7 @@ def plan_slots(study, plan: Sequence[dict[str, Any]], order: Sequence[int] | Non
 
 class _Preset(optuna.samplers.BaseSampler):
     """The stages' sampler: returns the params set in ``values`` (a TPE proposal). Random and
-    grid slots carry fixed params, so they never reach it; a trial ``ask`` created instead of
-    popping one (another process took the last slot) gets the lows and is dropped."""
+    grid slots carry fixed params, so they never reach it."""
 
     def __init__(self):
         self.values: dict[str, Any] = {}
@@ -254,34 +253,46 @@ def claim(
     slots: int,
     dists: dict[str, Any],
     owner: str,
-    propose: Callable[[Any], tuple[dict[str, Any], dict[str, Any]]] | None = None,
+    propose: Callable[[Any, int], tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> list[tuple[Any, int]]:
     """Claims up to ``num`` WAITING slots (below ``slots``) for ``owner``: [(trial, slot)].
 
-    Each claim pops one WAITING trial atomically (``study.ask``). With ``propose`` (TPE),
-    ``propose(study)`` gives its params and user attrs, computed right before, so each
-    proposal sees the trials claimed before it. A popped copy of a slot that a
-    lower-numbered live trial holds, or a slot past ``slots`` (the stage shrank), is told
-    FAIL and skipped.
+    Each claim pops one WAITING trial atomically (``study.ask``). A popped copy of a slot
+    that a lower-numbered live trial holds, or a slot past ``slots`` (the stage shrank), is
+    told FAIL and skipped. With ``propose`` (TPE), ``propose(study, number)`` then gives the
+    popped trial's params and user attrs, computed from the trials claimed before it; its
+    trial ``number`` (unique in the study, in every process) seeds the proposal, so no two
+    claims draw alike.
     """
     out = []
     while len(out) < num:
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             break
-        attrs = {}
-        if propose is not None:
-            study.sampler.values, attrs = propose(study)
-        trial = study.ask(dists)
-        trial.set_user_attr("owner", owner)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        trial = study.ask()
         slot = trial.user_attrs.get("slot")
         if slot is None or slot >= slots or _copy_of_earlier_trial(study, trial.number, slot):
             trial.set_user_attr("dropped", "not a slot of this stage, or a copy of one")
             study.tell(trial, state=TrialState.FAIL)
             continue
+        trial.set_user_attr("owner", owner)
+        if propose is not None:
+            study.sampler.values, attrs = propose(study, trial.number)
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+        _suggest(trial, dists)
         out.append((trial, slot))
     return out
+
+
+def _suggest(trial, dists: dict[str, Any]) -> None:
+    """Sets every param of ``trial``: an enqueued slot's fixed value, else the sampler's."""
+    for name, d in dists.items():
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            trial.suggest_categorical(name, d.choices)
+        elif isinstance(d, optuna.distributions.IntDistribution):
+            trial.suggest_int(name, d.low, d.high, log=d.log)
+        else:
+            trial.suggest_float(name, d.low, d.high, log=d.log)
 
 
 def finished(study) -> list[Any]:

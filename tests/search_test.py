@@ -140,6 +140,9 @@ class RunSearchTest(absltest.TestCase):
             st.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number
         )
         self.assertLen(trials, 12)
+        # Every claim draws its own params: all slots of the random start-up were once
+        # one draw (the proposal's seed counted the stage's trials, WAITING ones included).
+        self.assertLen({tuple(sorted(t.params.items())) for t in trials}, 12)
         for t in trials:
             self.assertBetween(t.params["learning_rate"], 1e-4, 10.0)
             self.assertBetween(t.params["reg"], 1e-6, 1e-1)
