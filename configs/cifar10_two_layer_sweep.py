@@ -17,18 +17,16 @@ from configs.digits_sweep import search_block
 
 def get_config():
     c = cifar10_two_layer.get_config()
-    c.model.hidden = 100
-    c.train.num_epochs = 10
+    c.train.num_epochs = 15
     c.search = search_block(
         sampler="tpe",
-        stages="64x1,16x5,4x15",
-        trials_per_batch=8,
-        tpe_startup=16,
+        stages="160x1,32x4,8x15",
+        trials_per_batch=32,
+        tpe_startup=32,
         space={
-            "learning_rate": {"low": 1e-5, "high": 1e-2, "scale": "log"},
+            "learning_rate": {"low": 1e-4, "high": 1e-2, "scale": "log"},
             "reg": {"low": 1e-6, "high": 1e-1, "scale": "log"},
             "dropout": {"low": 0.0, "high": 0.6, "scale": "linear"},
-            "hidden": {"choices": (100, 200)},
         },
     )
     return c
