@@ -28,9 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.loss = ml_collections.ConfigDict(
         {
-            "name": "softmax",  # softmax (cross-entropy) | svm (multiclass hinge)
+            "name": "softmax",  # softmax (cross-entropy) | hinge (the multiclass SVM)
             "reg": 1e-4,  # L2 strength: loss += reg * sum(W**2) over the weights
-            "margin": 1.0,  # svm: the hinge's margin
+            "margin": 1.0,  # hinge: the SVM's margin
         }
     )
     c.optimizer = ml_collections.ConfigDict(
