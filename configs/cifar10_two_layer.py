@@ -18,14 +18,14 @@ def get_config():
     c.dataset.scale = 1.0 / 255.0
     c.model.name = "two_layer"
     c.model.hidden = 200
-    c.model.dropout = 0.0
+    c.model.dropout = 0.11
     c.loss.name = "softmax"
-    c.loss.reg = 1e-3
+    c.loss.reg = 1.1e-5
     c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
+    c.optimizer.learning_rate = 2.8e-3
     c.schedule.name = "step"
     c.schedule.decay = 0.5
     c.schedule.every = 5
-    c.train.num_epochs = 20
+    c.train.num_epochs = 15
     c.train.batch_size = 200
     return c

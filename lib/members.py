@@ -296,7 +296,13 @@ def from_seeds(
 
 
 def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> list[Group]:
-    """The top ``size`` sweep trials, retrained, one vmapped fit per structure."""
+    """The top ``size`` sweep trials, retrained, one vmapped fit per structure.
+
+    A sweep's trials share their minibatch order (``order_seed``), so retrained as the sweep
+    trained them they err alike; with ``ensemble.own_order`` each draws its own order from
+    its seed (`sharding.fit_trials` without ``order_seed``), as seeds do.
+    """
+    own_order = bool(config.ensemble.get("own_order", False))
     search_dir = config.ensemble.get("search_dir")
     trials = top_trials(search_dir, config.ensemble.size)
     base = _source_config(search_dir, config, required=False)
@@ -305,14 +311,15 @@ def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> lis
     for setup, ts, hps in group_trials(trials, base, dataset.num_features, dataset.num_classes):
         settings.validate(setup, {}, num_train=dataset.x_train.shape[0])
         # As the sweep trained them: fit(key(seed), hp, ..., order_key=key(order_seed)).
+        order_seed = None if own_order else ts[0]["order_seed"]
         state, history = sharding.fit_trials(
-            [t["seed"] for t in ts], hps, device_data, setup, order_seed=ts[0]["order_seed"]
+            [t["seed"] for t in ts], hps, device_data, setup, order_seed=order_seed
         )
         names = tuple(f"trial {t['trial']}" for t in ts)
         _check_finite(history, names, f"the hyperparameters of {search_dir}/trials.csv")
         got = np.asarray(history["val_accuracy"])[:, -1]
         for name, t, acc in zip(names, ts, got):
-            if abs(acc - t["val_accuracy"]) > 0.01:
+            if not own_order and abs(acc - t["val_accuracy"]) > 0.01:
                 logging.warning(
                     "%s retrained to val accuracy %.4f but trials.csv records %.4f: "
                     "the data set or config differs from the sweep's",

@@ -171,6 +171,14 @@ class SourcesTest(parameterized.TestCase):
                     jax.random.key(seed), hp_m, data, group.setup, jax.random.key(ORDER_SEED + 1)
                 )
                 self.assertGreater(float(jnp.max(jnp.abs(got["W"] - other.params["W"]))), 1e-4)
+            # own_order: each member is fit(key(seed), its hparams) with its own order.
+            config.ensemble.own_order = True
+            (own,) = members.build_members(config, shrunk_dataset())[0]
+            for m, (seed, lr, reg) in enumerate([(5, 0.3, 1e-4), (6, 0.2, 0.0)]):
+                hp_m = {**hp, "learning_rate": jnp.float32(lr), "reg": jnp.float32(reg)}
+                want, _ = fit(jax.random.key(seed), hp_m, data, own.setup, None)
+                got = jax.tree.map(lambda a: a[m], own.params)
+                chex.assert_trees_all_close(got, want.params, rtol=1e-5, atol=1e-6)
 
     def test_search_end_to_end_from_a_real_sweep(self):
         with tempfile.TemporaryDirectory() as d:
