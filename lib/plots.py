@@ -118,8 +118,13 @@ def search_trials(
         if best is not None:
             by = best["hparams"][yk] if yk else best["val_accuracy"]
             ax.scatter(
-                [best["hparams"][xk]], [by], s=220, facecolors="none", edgecolors="red",
-                linewidths=2, label="best",
+                [best["hparams"][xk]],
+                [by],
+                s=220,
+                facecolors="none",
+                edgecolors="red",
+                linewidths=2,
+                label="best",
             )
         ax.set(
             xscale=space[xk].scale,

@@ -107,7 +107,13 @@ class NumpyLossTest(parameterized.TestCase):
         p |= {"W2": rng.standard_normal((5, 3)), "b2": rng.standard_normal(3)}
         _, grads = numpy_trainer.two_layer_loss(p, x, y, 0.05)
         h = 1e-6
-        for name, idx in [("W1", (0, 0)), ("W1", (3, 4)), ("b1", (2,)), ("W2", (1, 2)), ("b2", (0,))]:
+        for name, idx in [
+            ("W1", (0, 0)),
+            ("W1", (3, 4)),
+            ("b1", (2,)),
+            ("W2", (1, 2)),
+            ("b2", (0,)),
+        ]:
             plus, minus = {k: v.copy() for k, v in p.items()}, {k: v.copy() for k, v in p.items()}
             plus[name][idx] += h
             minus[name][idx] -= h

@@ -5,13 +5,14 @@ The end-to-end checks (a bad config leaves the workdir untouched) are in train_t
 
 import importlib
 import inspect
+import os
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 import numpy as np
 
-from lib import settings, train, updates
+from lib import settings, space, train, updates
 
 
 class ValidateTest(parameterized.TestCase):
@@ -111,6 +112,31 @@ class ConfigTest(absltest.TestCase):
         )
         self.assertEqual(setup.num_epochs, config.train.num_epochs)
         settings.validate(setup, settings.hparams_from_config(config))
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+class EveryConfigTest(parameterized.TestCase):
+    """Every config file builds a valid run (and, for a sweep, a valid search space)."""
+
+    @parameterized.parameters(
+        sorted(
+            n[: -len(".py")]
+            for n in os.listdir(CONFIGS)
+            if n.endswith(".py") and n not in ("__init__.py", "common.py")
+        )
+    )
+    def test_config_is_valid(self, name):
+        config = importlib.import_module(f"configs.{name}").get_config()
+        setup = settings.setup_from_config(config, 3072, 10)
+        settings.validate(setup, settings.hparams_from_config(config))
+        if "search" in config:
+            s = config.search
+            stages = space.stages_from_config(
+                s.stages, int(s.num_trials), int(config.train.num_epochs)
+            )
+            space.check_space(space.space_from_config(s.space), setup, stages)
 
 
 if __name__ == "__main__":
