@@ -28,4 +28,5 @@ def get_config():
     c.schedule.every = 5
     c.train.num_epochs = 15
     c.train.batch_size = 200
+    c.train.ema_decay = 0.999  # also evaluates a running average of the weights
     return c

@@ -18,6 +18,7 @@ from configs.digits_sweep import search_block
 def get_config():
     c = cifar10_two_layer.get_config()
     c.train.num_epochs = 15
+    c.train.ema_decay = 0.0  # trials are ranked by their raw weights
     c.search = search_block(
         sampler="tpe",
         stages="160x1,32x4,8x15",
