@@ -103,18 +103,19 @@ def search_trials(
         width = max(len(numeric), 1)
         fig, axes = plt.subplots(1, width, figsize=(5 * width, 4), squeeze=False)
         panels = [(ax, name) for ax, name in zip(axes[0], numeric)]
-    lo = min(min(t["train_accuracy"], t["val_accuracy"]) for t in ok)
-    hi = max(max(t["train_accuracy"], t["val_accuracy"]) for t in ok)
     for ax, key in panels:
         xk, yk = (x_name, y_name) if x_name else (key, None)
+        values = [t[key] for t in ok] if yk else [0.0]
         for s in stages:
             rows = [t for t in ok if t.get("stage", 0) == s]
             xs = [t["hparams"][xk] for t in rows]
             ys = [t["hparams"][yk] if yk else t["val_accuracy"] for t in rows]
-            kw = {"c": [t[key] for t in rows], "cmap": "viridis", "vmin": lo, "vmax": hi}
+            kw = {"c": [t[key] for t in rows], "vmin": min(values), "vmax": max(values)}
             sc = ax.scatter(
                 xs, ys, marker=marker[s], s=30, label=f"stage {s + 1}", **(kw if yk else {})
             )
+        if yk:
+            fig.colorbar(sc, ax=ax)
         if best is not None:
             by = best["hparams"][yk] if yk else best["val_accuracy"]
             ax.scatter(
@@ -135,10 +136,7 @@ def search_trials(
         if yk:
             ax.set_yscale(space[yk].scale)
         ax.legend(fontsize=7)
-    if x_name:
-        fig.colorbar(sc, ax=list(axes[0]), label="accuracy")
-    else:
-        fig.tight_layout()
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
