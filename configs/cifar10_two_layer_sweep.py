@@ -21,7 +21,7 @@ def get_config():
     c.train.ema_decay = 0.0  # trials are ranked by their raw weights
     c.search = search_block(
         sampler="tpe",
-        stages="160x1,32x4,8x15",
+        stages="160x1,32x4,16x15",
         trials_per_batch=32,
         tpe_startup=32,
         space={
