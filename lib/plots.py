@@ -14,11 +14,15 @@ from lib import data  # noqa: E402
 
 
 def training_curves(history: Sequence[dict], path: str) -> None:
-    """Loss (left) and train/val accuracy (right) against the epoch."""
+    """Loss (left: the minibatches' mean, and the validation set's data loss) and train/val
+    accuracy (right) against the epoch: the gap between the curves is the overfitting."""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker=".")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker=".", label="train")
+    if all("val_loss" in r for r in history):
+        ax_loss.plot(epochs, [r["val_loss"] for r in history], marker=".", label="val (data loss)")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
     ax_acc.plot(epochs, [r["train_accuracy"] for r in history], marker=".", label="train")
     ax_acc.plot(epochs, [r["val_accuracy"] for r in history], marker=".", label="val")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
