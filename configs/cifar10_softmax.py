@@ -1,16 +1,18 @@
-r"""Linear softmax classifier on CIFAR-10 (the notes' tuned linear softmax).
+r"""Linear softmax classifier on CIFAR-10, tuned on the validation split by its sweep.
 
   python -m experiments.train --config=configs/cifar10_softmax.py \
       --config.dataset.data_dir=/path/to/cifar-10-batches-py --workdir=runs/cifar10_softmax
 
 The data folder is the "CIFAR-10 python version" from https://www.cs.toronto.edu/~kriz/cifar.html
 (data_batch_1..5, test_batch, batches.meta). Split as in the notes: 49000 train / 1000 val.
+Pixels are centred on the training mean and divided by 255.
 
-Pixels are centred on the training mean and divided by 255; the notes' tuned values for raw
-pixels (SGD, learning rate 1e-7, reg 2.5e4, 1500 steps of 200) map exactly to learning rate
-1e-7 * 255**2 = 6.5e-3 and reg 2.5e4 / 255**2 = 0.38 at this scale. The notes report about
-0.38-0.40 validation accuracy for this setting; CIFAR-10 is not on the development machine, so
-that figure is the notes', not a run of this file.
+SGD with momentum 0.9, 20 epochs of batch 200, the learning rate halved every 5 epochs. The
+learning rate and reg are the best trial of configs/cifar10_sweep.py (val 0.424, test 0.415),
+rounded to two digits; reg is tiny: the notes' strong reg (2.5e4 on raw pixels, 0.38 here, with
+SGD at 1e-7, 6.5e-3 here) reached only val 0.359, test 0.337 in 8 epochs on the same data. This
+config reached train 0.443, val 0.415, test 0.414 in 11 s (2026-11-30, 2 cores of an Intel Xeon
+VM, JAX 0.10.2 on the CPU).
 """
 
 from configs import common

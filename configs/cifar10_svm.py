@@ -3,10 +3,10 @@ r"""Linear multiclass SVM on CIFAR-10 (the notes' SVM: Weston-Watkins hinge, mar
   python -m experiments.train --config=configs/cifar10_svm.py \
       --config.dataset.data_dir=/path/to/cifar-10-batches-py --workdir=runs/cifar10_svm
 
-Same scaling as configs/cifar10_softmax.py: the notes' raw-pixel values (SGD, learning rate
-1e-7, reg 2.5e4) become learning rate 6.5e-3 and reg 0.38 for pixels divided by 255. The notes
-report about 0.38-0.39 validation accuracy for the tuned SVM; not run here (no CIFAR-10 on the
-development machine).
+configs/cifar10_softmax.py's data and training (momentum, 20 epochs, step decay) with the
+hinge loss. The learning rate and reg are the best trial of configs/cifar10_svm_sweep.py
+(val 0.417, test 0.392), rounded to two digits. This config reached train 0.397, val 0.416,
+test 0.390 in 11 s (2026-11-30, 2 cores of an Intel Xeon VM, JAX 0.10.2 on the CPU).
 """
 
 from configs import cifar10_softmax

