@@ -23,9 +23,7 @@ def ensemble_block(source: str = "seeds", size: int = 8) -> ml_collections.Confi
             "source": source,  # seeds | search | checkpoints | ema
             "size": size,  # number of members
             "search_dir": "",  # source search: the workdir of experiments.sweep (its trials.csv)
-            # source search: retrain each trial with its own minibatch order (from its seed)
-            # instead of the order the sweep's trials share, so that members err apart
-            "own_order": False,
+            "own_order": False,  # source search: each trial its own minibatch order (err apart)
             "train_dir": "",  # source checkpoints: the workdir of experiments.train
             "combine": "proba",  # proba (mean softmax) | scores (mean scores) | vote (majority)
         }
