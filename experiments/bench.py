@@ -198,6 +198,28 @@ def _medians(times: dict[str, list[float]]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- workloads
 
 
+def _epoch_inputs(**model):
+    """What an epoch workload times: ``(n, setup, hparams, dataset, device data, fresh)``;
+    ``fresh()`` is a new initial state. The setup is SGD momentum, 2 epochs, with ``model``'s
+    fields; the data CIFAR-like pixels, kept on the device as train_and_evaluate keeps them."""
+    n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
+    setup = settings.Setup(
+        d,
+        k,
+        optimizer="momentum",
+        num_epochs=2,
+        batch_size=_BATCH_SIZE.value,
+        train_eval_size=min(1000, n),
+        **model,
+    )
+    hp = settings.float32_hparams(
+        {"learning_rate": _LEARNING_RATE.value, "reg": _REG.value, "mu": _MU.value}
+    )
+    ds = pixel_dataset(n, max(1, n // 49), d, k, _SEED.value)
+    key = jax.random.key(_SEED.value)
+    return n, setup, hp, ds, train.to_device(ds), lambda: train.init_state(key, hp, setup, n)
+
+
 def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
     """One epoch of SGD momentum on CIFAR-like pixels: scorelab's jitted epoch vs the numpy
     trainer (which reads the preprocessed float32 rows, as the course's code does).
@@ -208,24 +230,10 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
     ``scorelab_one_block`` the same without row blocks (``row_blocks=1``, see
     ``train.ROW_BLOCKS``); ``scorelab_train_epoch`` the training pass alone.
     """
-    n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
-    setup = settings.Setup(
-        d,
-        k,
-        optimizer="momentum",
-        loss="softmax",
-        num_epochs=2,
-        batch_size=_BATCH_SIZE.value,
-        train_eval_size=min(1000, n),
-    )
+    n, setup, hp, ds, dataset, fresh = _epoch_inputs(loss="softmax")
     lr, reg, mu = _LEARNING_RATE.value, _REG.value, _MU.value
-    hp = settings.float32_hparams({"learning_rate": lr, "reg": reg, "mu": mu})
-    ds = pixel_dataset(n, max(1, n // 49), d, k, _SEED.value)
     x_np, y_np = ds.x_train, ds.y_train  # the float32 rows the numpy trainer reads
-    dataset = train.to_device(ds)  # as train_and_evaluate keeps it: uint8 pixels
     floats = dataset._replace(x_train=jax.device_put(x_np))  # the same rows, as float32
-    key = jax.random.key(_SEED.value)
-    fresh = lambda: train.init_state(key, hp, setup, n)
 
     # As experiments.train runs them: one jitted, donating call per epoch.
     jit_train = jax.jit(functools.partial(train.train_epoch, setup=setup), donate_argnums=0)
@@ -284,8 +292,8 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
     return {
         "shapes": {
             "num_train": n,
-            "num_features": d,
-            "num_classes": k,
+            "num_features": setup.num_features,
+            "num_classes": setup.num_classes,
             "batch_size": setup.batch_size,
             "steps_per_epoch": steps,
         },
@@ -310,24 +318,9 @@ def bench_two_layer(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[]
     epoch's train and val accuracies) vs the course's ``TwoLayerNet`` loss in a numpy loop
     (`numpy_trainer.train_epoch_two_layer`, the training pass alone). Its ``seconds["numpy"]``
     is the numpy time per configuration-epoch of a two-layer sweep."""
-    n, d, k = _NUM_TRAIN.value, _NUM_FEATURES.value, _NUM_CLASSES.value
-    setup = settings.Setup(
-        d,
-        k,
-        model="two_layer",
-        hidden=_HIDDEN.value,
-        optimizer="momentum",
-        num_epochs=2,
-        batch_size=_BATCH_SIZE.value,
-        train_eval_size=min(1000, n),
-    )
+    n, setup, hp, ds, dataset, fresh = _epoch_inputs(model="two_layer", hidden=_HIDDEN.value)
     lr, reg, mu = _LEARNING_RATE.value, _REG.value, _MU.value
-    hp = settings.float32_hparams({"learning_rate": lr, "reg": reg, "mu": mu})
-    ds = pixel_dataset(n, max(1, n // 49), d, k, _SEED.value)
     x_np, y_np = ds.x_train, ds.y_train
-    dataset = train.to_device(ds)
-    key = jax.random.key(_SEED.value)
-    fresh = lambda: train.init_state(key, hp, setup, n)
     jit_run = jax.jit(functools.partial(train.run_epoch, setup=setup), donate_argnums=0)
     run_epoch, compile_seconds = compile_timed(jit_run, fresh(), hp, dataset)
 
@@ -370,9 +363,9 @@ def bench_two_layer(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[]
     return {
         "shapes": {
             "num_train": n,
-            "num_features": d,
+            "num_features": setup.num_features,
             "hidden": setup.hidden,
-            "num_classes": k,
+            "num_classes": setup.num_classes,
             "batch_size": setup.batch_size,
             "steps_per_epoch": steps,
         },
@@ -468,8 +461,8 @@ def bench_sweep(repeats: int) -> tuple[dict[str, Any], dict[str, Callable[[], An
             "epochs": setup.num_epochs,
             "num_train": n,
             "num_val": _NUM_VAL.value,
-            "num_features": d,
-            "num_classes": k,
+            "num_features": setup.num_features,
+            "num_classes": setup.num_classes,
             "batch_size": setup.batch_size,
             "devices": mesh.size,
         },
