@@ -8,7 +8,7 @@ range-checked only when they are concrete (not traced).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,10 @@ __all__ = [
     "l2_penalty",
     "accuracy",
     "LOSSES",
+    "Loss",
+    "loss",
     "get",
+    "data_loss",
 ]
 
 
@@ -159,14 +162,49 @@ def accuracy(s: Array, y: Array) -> Array:
     return jnp.mean(jnp.argmax(s, axis=-1) == y)
 
 
-LOSSES: dict[str, Callable[..., Array]] = {
-    "softmax": softmax_cross_entropy,
-    "hinge": multiclass_hinge,
+class Loss(NamedTuple):
+    """A registry entry (``LOSSES``): a data loss and what it takes.
+
+    Attributes:
+      fn: ``(s, y, **options) -> mean loss``.
+      options: the keyword arguments ``fn`` takes besides (s, y), e.g. ``("margin",)``.
+      kinks: ``(s, y, **options) -> array`` whose zeros are the loss's kinks (the hinge's
+        margins of the wrong classes), or None for a smooth loss; gradient checks read it.
+    """
+
+    fn: Callable[..., Array]
+    options: tuple[str, ...] = ()
+    kinks: Callable[..., Array] | None = None
+
+
+def _hinge_margins(s: Array, y: Array, margin: Scalar = 1.0) -> Array:
+    """``s_j - s_y + margin`` for the wrong classes j != y (1 for the right one: no kink)."""
+    s_y = jnp.take_along_axis(s, y[:, None], axis=1)
+    wrong = jnp.arange(s.shape[1])[None, :] != y[:, None]
+    return jnp.where(wrong, s - s_y + margin, 1.0)
+
+
+# Adding a loss is one entry here; the trainer and the gradient checks look losses up by name.
+LOSSES: dict[str, Loss] = {
+    "softmax": Loss(softmax_cross_entropy),
+    "hinge": Loss(multiclass_hinge, ("margin",), _hinge_margins),
 }
 
 
-def get(name: str) -> Callable[..., Array]:
-    """Data loss by name (``"softmax"`` or ``"hinge"``); ValueError lists the valid ones."""
+def loss(name: str) -> Loss:
+    """The registry entry of loss ``name``; ValueError lists the valid names."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
+
+
+def get(name: str) -> Callable[..., Array]:
+    """Data loss by name (a key of ``LOSSES``); ValueError lists the valid ones."""
+    return loss(name).fn
+
+
+def data_loss(name: str, s: Array, y: Array, **options: Scalar) -> Array:
+    """The mean data loss ``name`` of scores ``s``, given the options it takes (others are
+    ignored, so a caller passes every option it has, e.g. ``margin``)."""
+    entry = loss(name)
+    return entry.fn(s, y, **{k: options[k] for k in entry.options})

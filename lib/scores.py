@@ -10,7 +10,7 @@ Every score function is pure and jittable; the shape checks below look only at
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,8 @@ __all__ = [
     "dropout_mask",
     "sigmoid_neuron",
     "MODELS",
-    "INITS",
+    "Model",
+    "model",
     "PRECISION",
     "get",
     "get_init",
@@ -267,30 +268,60 @@ def sigmoid_neuron(w: Array, x: Array) -> Array:
 
 
 # --------------------------------------------------------------------------
-# Name lookup for configs.
+# The registry of models.
 # --------------------------------------------------------------------------
 
-MODELS: dict[str, Callable[..., Array]] = {
-    "linear": linear,
-    "two_layer": two_layer,
-}
-INITS: dict[str, Callable[..., Params]] = {
-    "linear": init_linear,
-    "two_layer": init_two_layer,
+
+class Model(NamedTuple):
+    """A registry entry (``MODELS``): how the trainer and the gradient checks use a model.
+
+    Attributes:
+      scores: the score function ``(params, x) -> (N, K)``, as used in evaluation.
+      init: the initialiser ``(key, num_features, *sizes, num_classes, dtype=) -> params``.
+      sizes: the names of the sizes ``init`` takes between D and K (``Setup`` fields), e.g.
+        ``("hidden",)``.
+      dropout: whether ``scores`` takes ``key`` and ``dropout`` (inverted dropout in training).
+      kinks: ``(params, x) -> tuple of arrays`` whose zeros are the kinks of the scores (the
+        ReLU pre-activations), or None for smooth scores; gradient checks read it.
+      figure: ``(leaf, kind)``: the weights whose rows live in input space, drawn as images
+        after training image data (``kind``: ``"templates"``, one class per row, or
+        ``"first_layer"``); None draws none.
+    """
+
+    scores: Callable[..., Array]
+    init: Callable[..., Params]
+    sizes: tuple[str, ...] = ()
+    dropout: bool = False
+    kinks: Callable[[Params, Array], tuple[Array, ...]] | None = None
+    figure: tuple[str, str] | None = None
+
+
+def _relu_inputs(params: Params, x: Array) -> tuple[Array, ...]:
+    return (affine(params["W1"], params["b1"], x, "W1"),)
+
+
+# Adding a model is one entry here (its scores, init and sizes); the trainer, the gradient
+# checks and the ensembles look every model up by name in this table.
+MODELS: dict[str, Model] = {
+    "linear": Model(linear, init_linear, figure=("W", "templates")),
+    "two_layer": Model(
+        two_layer, init_two_layer, ("hidden",), True, _relu_inputs, ("W1", "first_layer")
+    ),
 }
 
 
-def _lookup(table: Mapping[str, Callable], name: str, what: str) -> Callable:
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(table))}")
-    return table[name]
+def model(name: str) -> Model:
+    """The registry entry of model ``name``; ValueError lists the valid names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
 
 
 def get(name: str) -> Callable[..., Array]:
-    """Score function by name (``"linear"`` or ``"two_layer"``)."""
-    return _lookup(MODELS, name, "model")
+    """Score function by name (a key of ``MODELS``)."""
+    return model(name).scores
 
 
 def get_init(name: str) -> Callable[..., Params]:
-    """Initialiser by model name (``"linear"`` or ``"two_layer"``)."""
-    return _lookup(INITS, name, "model")
+    """Initialiser by model name (a key of ``MODELS``)."""
+    return model(name).init

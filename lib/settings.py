@@ -24,12 +24,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import data, losses, scores, updates
+from lib import data, losses, model, schedules, scores, updates
 
+# Names of the registries' entries, as of import (the checks below read the registries
+# themselves, so an entry registered later is accepted too).
 MODELS = tuple(sorted(scores.MODELS))
 LOSSES = tuple(sorted(losses.LOSSES))
-FULL_BATCH = ("lbfgs", "newton")  # one full-batch iteration per epoch
-SCHEDULES = ("constant", "exponential", "inverse_time", "step")  # see train.make_schedule
+FULL_BATCH = tuple(n for n, o in updates.OPTIMIZERS.items() if o.full_batch)  # one step/epoch
+SCHEDULES = tuple(schedules.SCHEDULES)
 
 # Every scalar hyperparameter that may be traced (and so vmapped over), with its default.
 DEFAULT_HPARAMS = {
@@ -98,53 +100,53 @@ def _check_name(kind: str, name: str, valid) -> None:
 
 
 def optimizers() -> tuple[str, ...]:
-    """Every optimizer name ``Setup.optimizer`` accepts."""
-    return tuple(sorted(set(updates.RULES) | set(FULL_BATCH)))
+    """Every optimizer name ``Setup.optimizer`` accepts (the keys of ``updates.OPTIMIZERS``)."""
+    return tuple(sorted(updates.OPTIMIZERS))
 
 
-# The one table of which optimizer and which schedule reads which hyperparameter (each
-# minibatch rule's are the keyword arguments of its factory in ``updates.RULES``; lbfgs
-# searches its own step and newton's is the full step, so neither reads learning_rate, and so
-# neither reads a schedule's fields). ``train.make_rule``, ``validate`` and the search space's
-# refusal of ignored hyperparameters all read it.
-OPTIMIZER_HPARAMS = {
-    "sgd": ("learning_rate",),
-    "momentum": ("learning_rate", "mu"),
-    "nesterov": ("learning_rate", "mu"),
-    "adagrad": ("learning_rate", "eps"),
-    "rmsprop": ("learning_rate", "decay_rate", "eps"),
-    "adam": ("learning_rate", "beta1", "beta2", "eps"),
-    "newton": ("damping",),
-    "lbfgs": (),
-}
-SCHEDULE_HPARAMS = {
-    "constant": (),
-    "step": ("lr_decay",),
-    "exponential": ("lr_k",),
-    "inverse_time": ("lr_k",),
-}
+def is_full_batch(setup: Setup) -> bool:
+    """Whether ``setup``'s optimizer takes one full-batch step per epoch (newton, lbfgs)."""
+    return updates.get_optimizer(setup.optimizer).full_batch
+
+
+def _optimizer_hparams() -> dict[str, tuple[str, ...]]:
+    """Which hyperparameters each optimizer reads (``updates.OPTIMIZERS``' ``hparams``)."""
+    return {name: opt.hparams for name, opt in updates.OPTIMIZERS.items()}
+
+
+def _schedule_hparams() -> dict[str, tuple[str, ...]]:
+    """Which hyperparameters each schedule reads besides the learning rate."""
+    return {name: entry.hparams for name, entry in schedules.SCHEDULES.items()}
+
+
+# The registries' tables of which optimizer and which schedule reads which hyperparameter,
+# as of import (lbfgs searches its own step and newton's is the full step, so neither reads
+# learning_rate, nor so a schedule's fields).
+OPTIMIZER_HPARAMS = _optimizer_hparams()
+SCHEDULE_HPARAMS = _schedule_hparams()
 
 
 def unused_reason(name: str, setup: Setup) -> str | None:
     """Why a run of ``setup`` ignores hyperparameter ``name``, with the fix (None when the run
     reads it), e.g. ``"only the optimizers adam use beta1; set --config.optimizer.name=adam"``.
     """
-    by_optimizer = {n for names in OPTIMIZER_HPARAMS.values() for n in names}
-    if name in by_optimizer and name not in OPTIMIZER_HPARAMS[setup.optimizer]:
-        users = [o for o, names in OPTIMIZER_HPARAMS.items() if name in names]
+    reads, schedule_reads = _optimizer_hparams(), _schedule_hparams()
+    by_optimizer = {n for names in reads.values() for n in names}
+    if name in by_optimizer and name not in reads[setup.optimizer]:
+        users = [o for o, names in reads.items() if name in names]
         return (
             f"only the optimizers {', '.join(users)} use {name}; set "
             f"--config.optimizer.name={users[0]} (or search it in search.space.optimizer)"
         )
-    by_schedule = {n for names in SCHEDULE_HPARAMS.values() for n in names}
+    by_schedule = {n for names in schedule_reads.values() for n in names}
     if name in by_schedule:
-        if "learning_rate" not in OPTIMIZER_HPARAMS[setup.optimizer]:
+        if "learning_rate" not in reads[setup.optimizer]:
             return (
                 f"{setup.optimizer} takes no learning rate, so no schedule's {name}; set "
                 "--config.optimizer.name to a minibatch optimizer, e.g. sgd"
             )
-        if name not in SCHEDULE_HPARAMS[setup.schedule]:
-            users = [s for s, names in SCHEDULE_HPARAMS.items() if name in names]
+        if name not in schedule_reads[setup.schedule]:
+            users = [s for s, names in schedule_reads.items() if name in names]
             return (
                 f"only the schedules {', '.join(users)} use {name}, the config's schedule is "
                 f"{setup.schedule}; set --config.schedule.name={users[0]}"
@@ -154,8 +156,10 @@ def unused_reason(name: str, setup: Setup) -> str | None:
             "the config keeps no running average of the weights (EMA off), so ema_decay is "
             "ignored; set --config.train.ema_decay to a positive value (which turns EMA on)"
         )
-    if name in ("dropout", "hidden") and setup.model != "two_layer":
-        return f"the {setup.model} model has no {name}; set --config.model.name=two_layer"
+    m = scores.model(setup.model)
+    if (name == "dropout" and not m.dropout) or (name == "hidden" and name not in m.sizes):
+        users = [n for n, e in scores.MODELS.items() if e.dropout or name in e.sizes]
+        return f"the {setup.model} model has no {name}; set --config.model.name={users[0]}"
     return None
 
 
@@ -209,10 +213,10 @@ def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None
 
     Traced hyperparameters (inside jit or vmap) are not checked.
     """
-    _check_name("model", setup.model, MODELS)
-    _check_name("loss", setup.loss, LOSSES)
-    _check_name("optimizer", setup.optimizer, optimizers())
-    _check_name("schedule", setup.schedule, SCHEDULES)
+    _check_name("model", setup.model, scores.MODELS)
+    _check_name("loss", setup.loss, losses.LOSSES)
+    _check_name("optimizer", setup.optimizer, updates.OPTIMIZERS)
+    _check_name("schedule", setup.schedule, schedules.SCHEDULES)
     unknown = set(hparams) - set(HPARAMS)
     if unknown:
         raise ValueError(f"unknown hyperparameters {sorted(unknown)}; valid: {', '.join(HPARAMS)}")
@@ -220,25 +224,26 @@ def validate(setup: Setup, hparams: dict[str, Any], num_train: int | None = None
         if getattr(setup, name) < 1:
             raise ValueError(f"{name}={getattr(setup, name)} must be >= 1: set --config.{flag}")
     _check_range("margin", setup.margin, "loss.margin")
-    full_batch = setup.optimizer in FULL_BATCH
+    optimizer = updates.get_optimizer(setup.optimizer)
+    full_batch = optimizer.full_batch
     if num_train is not None and not full_batch and setup.batch_size > num_train:
         raise ValueError(
             f"batch_size {setup.batch_size} is larger than the {num_train} training examples; "
             f"set --config.train.batch_size to at most {num_train}"
         )
-    if setup.optimizer == "newton" and num_params(setup) > 5000:
-        size = num_params(setup)
+    size = num_params(setup) if optimizer.max_params else 0
+    if optimizer.max_params and size > optimizer.max_params:
         raise ValueError(
-            f"newton forms the {size}x{size} Hessian, too large here; use optimizer lbfgs "
+            f"{setup.optimizer} forms the {size}x{size} Hessian, too large here; use optimizer lbfgs "
             "(the practical second-order method) or a smaller model"
         )
     for name, value in hparams.items():
-        if name != "learning_rate" or name in OPTIMIZER_HPARAMS[setup.optimizer]:
+        if name != "learning_rate" or name in optimizer.hparams:
             _check_range(name, value, CONFIG_PATHS[name])
     dropout = hparams.get("dropout", 0.0)
     if (
         full_batch
-        and setup.model == "two_layer"
+        and scores.model(setup.model).dropout
         and not isinstance(dropout, jax.core.Tracer)
         and np.any(np.asarray(dropout) > 0)
     ):
@@ -256,8 +261,7 @@ def float32_hparams(hparams: dict[str, Any]) -> dict[str, jax.Array]:
 
 def num_params(setup: Setup) -> int:
     """Number of parameters of the model ``setup`` describes."""
-    d, k, h = setup.num_features, setup.num_classes, setup.hidden
-    return (d + 1) * k if setup.model == "linear" else (d + 1) * h + (h + 1) * k
+    return model.num_params(setup)
 
 
 def setup_from_config(

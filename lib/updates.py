@@ -15,146 +15,49 @@ value. Range checks therefore run only on concrete numbers.
 the updates already made (``count``, int32) and the first update uses step 0,
 as optax schedules do. Schedule steps are UPDATES, not epochs: the trainer
 converts epochs to steps.
+
+The first-order rules are here; ``newton`` and ``lbfgs`` are in ``lib.second_order`` and the
+schedules in ``lib.schedules`` (both re-exported here). ``OPTIMIZERS`` names every rule for
+configs: adding an update rule is one entry there.
 """
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 
-from lib.scores import PRECISION
-from lib.types import Array, Params, Scalar, Schedule, ScalarOrSchedule
-
-
-class UpdateRule(NamedTuple):
-    """A pair of pure functions: ``init(params) -> state`` and
-    ``apply(params, state, grads) -> (params, state)``."""
-
-    init: Callable[[Params], Any]
-    apply: Callable[[Params, Any, Params], tuple[Params, Any]]
-
-
-class CountState(NamedTuple):
-    """State of sgd and newton. count: number of updates made so far (int32)."""
-
-    count: Array
-
-
-class MomentumState(NamedTuple):
-    """count: updates made (int32); velocity: ``v``, shaped like params."""
-
-    count: Array
-    velocity: Params
-
-
-class CacheState(NamedTuple):
-    """count: updates made (int32); cache: the sum (adagrad) or leaky average
-    (rmsprop) of squared gradients, shaped like params."""
-
-    count: Array
-    cache: Params
-
-
-class AdamState(NamedTuple):
-    """count: updates made (int32); m: first moment; v: second moment."""
-
-    count: Array
-    m: Params
-    v: Params
-
-
-class OptaxState(NamedTuple):
-    """count: updates made (int32); inner: the wrapped optax state."""
-
-    count: Array
-    inner: Any
-
-
-SgdState = NewtonState = CountState
-NesterovState = MomentumState
-AdagradState = RmspropState = CacheState
-
-
-# ----------------------------------------------------------------------------
-# Validation (concrete values only; tracers pass through unchecked).
-
-
-def _concrete(name: str, rule: str, value: Any) -> np.ndarray | None:
-    """``value`` as a numpy array, or None for a tracer; TypeError if not numeric."""
-    if isinstance(value, jax.core.Tracer):
-        return None
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{rule}: {name} must be a number (or a traced array), got "
-            f"{value!r} of type {type(value).__name__}; pass e.g. {name}=0.01."
-        )
-    return arr
-
-
-def _check(name: str, rule: str, value: Any, ok: Callable[[np.ndarray], Any], valid: str) -> None:
-    arr = _concrete(name, rule, value)
-    if arr is not None and not np.all(ok(arr)):
-        raise ValueError(
-            f"{rule}: {name}={value!r} is out of range; the valid range is "
-            f"{valid}. Pass a value in that range."
-        )
-
-
-_RANGES = {
-    "learning_rate": (lambda a: a > 0, "learning_rate > 0 (a number or a schedule: step -> lr)"),
-    "mu": (lambda a: (a >= 0) & (a < 1), "0 <= mu < 1"),
-    "beta1": (lambda a: (a >= 0) & (a < 1), "0 <= beta1 < 1"),
-    "beta2": (lambda a: (a >= 0) & (a < 1), "0 <= beta2 < 1"),
-    "decay_rate": (lambda a: (a > 0) & (a < 1), "0 < decay_rate < 1"),
-    "eps": (lambda a: a > 0, "eps > 0"),
-    "damping": (lambda a: a >= 0, "damping >= 0"),
-    "k": (lambda a: a >= 0, "k >= 0"),
-}
-
-
-def _validate(rule: str, **values: Any) -> None:
-    """Range-checks concrete hyperparameters (schedules and tracers skipped)."""
-    for name, value in values.items():
-        if not callable(value):
-            _check(name, rule, value, *_RANGES[name])
-
-
-def _as_schedule(learning_rate: ScalarOrSchedule) -> Schedule:
-    return learning_rate if callable(learning_rate) else (lambda _: learning_rate)
-
-
-def _check_grads(rule: str, params: Params, grads: Params) -> None:
-    """Cheap structure and shape check where gradients enter ``apply``."""
-    p_def, g_def = jax.tree.structure(params), jax.tree.structure(grads)
-    if p_def != g_def:
-        raise ValueError(
-            f"{rule}: grads must have the same tree structure as params; got "
-            f"params {p_def} and grads {g_def}. Pass jax.grad(loss)(params)."
-        )
-    for p, g in zip(jax.tree.leaves(params), jax.tree.leaves(grads)):
-        if jnp.shape(p) != jnp.shape(g):
-            raise ValueError(
-                f"{rule}: a gradient has shape {jnp.shape(g)} but its parameter "
-                f"has shape {jnp.shape(p)}; pass gradients shaped like params."
-            )
-
-
-def _map(fn: Callable[..., Array], tree: Params, *rest: Params) -> Params:
-    """``jax.tree.map(fn, tree, *rest)``, each result cast to its leaf's dtype."""
-    return jax.tree.map(lambda x, *r: fn(x, *r).astype(x.dtype), tree, *rest)
-
-
-def _zeros(params: Params) -> Params:
-    return jax.tree.map(jnp.zeros_like, params)
-
-
-def _count0() -> Array:
-    return jnp.zeros([], jnp.int32)
-
+from lib.rule import (  # noqa: F401  (the rules' states are part of this module's API)
+    AdagradState,
+    AdamState,
+    CacheState,
+    CountState,
+    MomentumState,
+    NesterovState,
+    NewtonState,
+    OptaxState,
+    RmspropState,
+    SgdState,
+    UpdateRule,
+)
+from lib.rule import as_schedule as _as_schedule
+from lib.rule import check_grads as _check_grads
+from lib.rule import count0 as _count0
+from lib.rule import tree_map_cast as _map
+from lib.rule import validate as _validate
+from lib.rule import zeros as _zeros
+from lib.schedules import (  # noqa: F401  (re-exported: the schedules' public names)
+    SCHEDULES,
+    constant,
+    exponential_decay,
+    get_schedule,
+    inverse_time_decay,
+    lookup,
+    step_decay,
+)
+from lib.second_order import flat_hessian, lbfgs, newton
+from lib.types import Array, Params, Scalar, ScalarOrSchedule
 
 # ----------------------------------------------------------------------------
 # Update rules.
@@ -333,67 +236,6 @@ def adam(
     return UpdateRule(init, apply)
 
 
-def newton(hessian_fn: Callable[[Params], Array], damping: Scalar = 0.0) -> UpdateRule:
-    """Newton's method: ``x += -(H + damping*I)^-1 g`` over the ravelled params.
-
-    For models small enough to form the (P, P) Hessian. The step uses the
-    pseudo-inverse of the symmetric ``H + damping*I`` (its eigenvalues below
-    ``10 P eps`` times the largest are dropped): where ``H`` is invertible this
-    is the Newton step; where the loss is flat along a direction (a softmax's
-    scores shifted together by a common bias, so ``H`` is singular) the step
-    does not move along it, where a plain solve would divide float32 round-off
-    by zero. Large damping tends to gradient descent with learning rate
-    ``1/damping``.
-
-    Args:
-      hessian_fn: ``params -> H``, the (P, P) Hessian over
-        ``jax.flatten_util.ravel_pytree(params)`` (see ``flat_hessian``).
-      damping: added to the diagonal, ``damping >= 0``.
-    """
-    if not callable(hessian_fn):
-        raise TypeError(
-            "newton: hessian_fn must be a function params -> (P, P) "
-            "Hessian; build one with updates.flat_hessian(loss_fn)."
-        )
-    _validate("newton", damping=damping)
-
-    def init(params):
-        return CountState(count=_count0())
-
-    def apply(params, state, grads):
-        _check_grads("newton", params, grads)
-        flat, unravel = ravel_pytree(params)
-        g, _ = ravel_pytree(grads)
-        h = hessian_fn(params)
-        p = flat.shape[0]
-        if jnp.shape(h) != (p, p):
-            raise ValueError(
-                f"newton: hessian_fn returned shape {jnp.shape(h)}, expected "
-                f"({p}, {p}) over ravel_pytree(params); use flat_hessian(loss_fn)."
-            )
-        # The pseudo-inverse from the eigendecomposition of the symmetric H + damping*I
-        # (as jnp.linalg.pinv(..., hermitian=True)), its products at full float32 precision.
-        w, v = jnp.linalg.eigh(h + damping * jnp.eye(p, dtype=h.dtype))
-        keep = jnp.abs(w) > 10 * p * jnp.finfo(w.dtype).eps * jnp.max(jnp.abs(w))
-        inv_w = jnp.where(keep, 1 / jnp.where(keep, w, 1), 0)
-        step = -jnp.matmul(v, inv_w * jnp.matmul(g, v, precision=PRECISION), precision=PRECISION)
-        return unravel(flat + step.astype(flat.dtype)), CountState(
-            optax.safe_increment(state.count)
-        )
-
-    return UpdateRule(init, apply)
-
-
-def flat_hessian(loss_fn: Callable[[Params], Array]) -> Callable[[Params], Array]:
-    """``params -> H``: the Hessian of ``loss_fn`` over ``ravel_pytree(params)``."""
-
-    def hessian_fn(params):
-        flat, unravel = ravel_pytree(params)
-        return jax.hessian(lambda f: loss_fn(unravel(f)))(flat)
-
-    return hessian_fn
-
-
 def from_optax(tx: optax.GradientTransformation) -> UpdateRule:
     """Wraps an optax GradientTransformation as ``UpdateRule(init, apply)``.
 
@@ -420,97 +262,69 @@ def from_optax(tx: optax.GradientTransformation) -> UpdateRule:
 
 
 # ----------------------------------------------------------------------------
-# Schedules: step -> learning rate, steps counted in UPDATES (the trainer
-# converts epochs to steps). The first update uses step 0.
+# The registry of update rules.
 
 
-def constant(learning_rate: Scalar) -> Schedule:
-    """``lr(step) = learning_rate``."""
-    _validate("constant", learning_rate=learning_rate)
-    return optax.constant_schedule(learning_rate)
+class Optimizer(NamedTuple):
+    """A registry entry (``OPTIMIZERS``): how a run builds the rule ``optimizer.name`` names.
 
-
-def step_decay(learning_rate: Scalar, decay_rate: Scalar, every: int) -> Schedule:
-    """``lr(step) = lr * decay_rate ** floor(step / every)``; step in updates.
-
-    ``optax.exponential_decay(lr, every, decay_rate, staircase=True)``; a traced
-    ``decay_rate`` or ``every`` uses the same formula written out (optax's
-    factory branches on their values in Python).
-
-    Args:
-      learning_rate: initial learning rate, ``> 0``.
-      decay_rate: factor applied every ``every`` updates, ``0 < decay_rate <= 1``.
-      every: number of UPDATES between decays, a positive integer.
+    Attributes:
+      factory: a minibatch rule's factory takes the learning rate (a schedule) first; a
+        full-batch rule's takes the run's objective ``params -> loss`` first. The rest of its
+        arguments are ``hparams`` by keyword.
+      hparams: the run's hyperparameters it reads (``settings.HPARAMS`` names);
+        ``learning_rate`` means the schedule, given first.
+      full_batch: one step per epoch on the whole training set, built from its objective.
+      max_params: the most parameters it can handle (Newton forms the (P, P) Hessian).
     """
-    _validate("step_decay", learning_rate=learning_rate)
-    _check(
-        "decay_rate", "step_decay", decay_rate, lambda a: (a > 0) & (a <= 1), "0 < decay_rate <= 1"
-    )
-    _check("every", "step_decay", every, lambda a: a >= 1, "every >= 1 (updates between decays)")
-    if not any(isinstance(v, jax.core.Tracer) for v in (decay_rate, every)):
-        return optax.exponential_decay(learning_rate, every, decay_rate, staircase=True)
-    return lambda step: learning_rate * decay_rate ** jnp.floor(step / every)
+
+    factory: Callable[..., UpdateRule]
+    hparams: tuple[str, ...]
+    full_batch: bool = False
+    max_params: int | None = None
 
 
-def exponential_decay(learning_rate: Scalar, k: Scalar) -> Schedule:
-    """``lr(step) = lr * exp(-k * step)``; step in updates.
-
-    Equal to ``optax.exponential_decay(lr, 1, exp(-k))``, written in the notes'
-    form so that ``k`` may be traced.
-
-    Args:
-      learning_rate: initial learning rate, ``> 0``.
-      k: decay constant per update, ``k >= 0``.
-    """
-    _validate("exponential_decay", learning_rate=learning_rate, k=k)
-    return lambda step: learning_rate * jnp.exp(-k * step)
+def newton_on(loss_fn: Callable[[Params], Array], damping: Scalar = 0.0) -> UpdateRule:
+    """``newton`` over the Hessian of ``loss_fn`` (``flat_hessian``)."""
+    return newton(flat_hessian(loss_fn), damping=damping)
 
 
-def inverse_time_decay(learning_rate: Scalar, k: Scalar) -> Schedule:
-    """``lr(step) = lr / (1 + k * step)`` (the notes' 1/t decay); step in updates.
-
-    Args:
-      learning_rate: initial learning rate, ``> 0``.
-      k: decay constant per update, ``k >= 0``.
-    """
-    _validate("inverse_time_decay", learning_rate=learning_rate, k=k)
-    return lambda step: learning_rate / (1 + k * step)
-
-
-# ----------------------------------------------------------------------------
-# Registries for the trainer.
-
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(sgd, ("learning_rate",)),
+    "momentum": Optimizer(momentum, ("learning_rate", "mu")),
+    "nesterov": Optimizer(nesterov, ("learning_rate", "mu")),
+    "adagrad": Optimizer(adagrad, ("learning_rate", "eps")),
+    "rmsprop": Optimizer(rmsprop, ("learning_rate", "decay_rate", "eps")),
+    "adam": Optimizer(adam, ("learning_rate", "beta1", "beta2", "eps")),
+    "newton": Optimizer(newton_on, ("damping",), full_batch=True, max_params=5000),
+    "lbfgs": Optimizer(lbfgs, (), full_batch=True),
+}
+# The minibatch rules' factories by name (each takes the learning rate first).
 RULES: dict[str, Callable[..., UpdateRule]] = {
-    "sgd": sgd,
-    "momentum": momentum,
-    "nesterov": nesterov,
-    "adagrad": adagrad,
-    "rmsprop": rmsprop,
-    "adam": adam,
-}
-
-SCHEDULES: dict[str, Callable[..., Schedule]] = {
-    "constant": constant,
-    "step": step_decay,
-    "exponential": exponential_decay,
-    "inverse_time": inverse_time_decay,
-    "1/t": inverse_time_decay,
+    name: opt.factory for name, opt in OPTIMIZERS.items() if not opt.full_batch
 }
 
 
-def _lookup(kind: str, table: dict[str, Callable], name: str) -> Callable:
-    if name not in table:
-        raise ValueError(
-            f"unknown {kind} {name!r}; valid names are {sorted(table)}. Pick one of them."
-        )
-    return table[name]
+def get_optimizer(name: str) -> Optimizer:
+    """The registry entry called ``name`` (a key of ``OPTIMIZERS``)."""
+    return lookup("update rule", OPTIMIZERS, name)
 
 
 def get_rule(name: str) -> Callable[..., UpdateRule]:
-    """The update-rule factory called ``name`` (a key of ``RULES``)."""
-    return _lookup("update rule", RULES, name)
+    """The minibatch update-rule factory called ``name`` (a key of ``RULES``)."""
+    minibatch = {n: o for n, o in OPTIMIZERS.items() if not o.full_batch}
+    return lookup("update rule", minibatch, name).factory
 
 
-def get_schedule(name: str) -> Callable[..., Schedule]:
-    """The schedule factory called ``name`` (a key of ``SCHEDULES``)."""
-    return _lookup("schedule", SCHEDULES, name)
+def build(
+    name: str,
+    hparams: dict[str, Any],
+    schedule: ScalarOrSchedule,
+    loss_fn: Callable[[Params], Array],
+) -> UpdateRule:
+    """The rule ``name`` closed over (possibly traced) ``hparams``: its factory called with
+    ``schedule`` (a minibatch rule) or ``loss_fn`` (a full-batch rule), then the
+    hyperparameters it reads."""
+    opt = get_optimizer(name)
+    kwargs = {k: hparams[k] for k in opt.hparams if k != "learning_rate"}
+    return opt.factory(loss_fn if opt.full_batch else schedule, **kwargs)

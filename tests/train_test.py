@@ -5,6 +5,8 @@ import importlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from unittest import mock
 
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lib import checkpoints, data, interrupt, metrics, settings, train
+from lib import checkpoints, data, epoch, interrupt, metrics, settings, train
 from tests.fixtures import write_cifar, write_mnist
 
 WORKDIR_FILES = ("config.json", "metrics.jsonl", "summary.json", "curves.png")
@@ -384,7 +386,7 @@ class BadInputTest(TmpTestCase):
             return state._replace(params=jax.tree.map(poison, state.params)), m
 
         workdir = self.tmpdir()
-        with mock.patch.object(train, "train_epoch", last_step_nan):
+        with mock.patch.object(epoch, "train_epoch", last_step_nan):  # run_epoch calls it
             with self.assertRaisesRegex(FloatingPointError, r"diverged at epoch 2.*val loss nan"):
                 train.train_and_evaluate(_config("digits_softmax"), workdir)
         self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1])
@@ -566,3 +568,46 @@ class FitTest(parameterized.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+# A toy update rule and its one registry entry, run in a fresh process through the command
+# line exactly as a user's `python -m experiments.train` would run it.
+_SIGN_SGD = """
+import runpy, sys
+import jax, jax.numpy as jnp
+from lib import updates
+
+def sign_sgd(learning_rate):  # x += -lr * sign(dx)
+    print("sign_sgd built")
+    def apply(params, state, grads):
+        lr = learning_rate(state.count)
+        new = jax.tree.map(lambda x, g: x - lr * jnp.sign(g), params, grads)
+        return new, updates.CountState(state.count + 1)
+    return updates.UpdateRule(lambda p: updates.CountState(jnp.zeros([], jnp.int32)), apply)
+
+updates.OPTIMIZERS["sign_sgd"] = updates.Optimizer(sign_sgd, ("learning_rate",))
+sys.argv = ["train", *sys.argv[1:]]
+runpy.run_module("experiments.train", run_name="__main__")
+"""
+
+
+class RegistryTest(TmpTestCase):
+    def test_a_rule_added_as_one_registry_entry_trains_through_experiments_train(self):
+        workdir = self.tmpdir()
+        flags = ["--config=configs/digits_softmax.py", f"--workdir={workdir}"]
+        flags += ["--config.optimizer.name=sign_sgd", "--config.optimizer.learning_rate=1e-3"]
+        flags += ["--config.train.num_epochs=3"]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(
+            [sys.executable, "-c", _SIGN_SGD, *flags],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SCORELAB_XLA_CACHE": ""},
+        )
+        self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        self.assertIn("sign_sgd built", out.stdout)
+        summary = metrics.read_json(os.path.join(workdir, "summary.json"))
+        self.assertGreater(summary["val_accuracy"], 0.5)  # it learned (chance: 0.1)
+        records = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+        np.testing.assert_allclose([r["learning_rate"] for r in records], [1e-3] * 3, rtol=1e-6)
