@@ -15,10 +15,9 @@ one per leaf).
 import os
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
-from lib import cli, gradcheck, metrics, settings
+from lib import cli, gradcheck, metrics, model_check, settings
 
 _CONFIG = cli.define_config(None, "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "If set, write config.json and summary.json.")
@@ -58,7 +57,7 @@ def main(argv):
         )
     results = {}
     for title, steps in points.items():
-        results[title] = gradcheck.check_model(
+        results[title] = model_check.check_model(
             config.model.name,
             config.loss.name,
             ds.x_train[:n],

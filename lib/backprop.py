@@ -15,12 +15,14 @@ Everything is pure jnp and jittable; ``reg`` and ``margin`` may be traced.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax.numpy as jnp
 
 from lib import losses, scores
 from lib.types import Array, Params, Scalar
 
-__all__ = ["sigmoid_neuron", "linear_softmax", "linear_hinge", "two_layer_softmax"]
+__all__ = ["BACKPROP", "linear_hinge", "linear_softmax", "sigmoid_neuron", "two_layer_softmax"]
 
 
 def sigmoid_neuron(w: Array, x: Array) -> tuple[Array, dict[str, Array]]:
@@ -196,3 +198,15 @@ def two_layer_softmax(
     dW1 = dW1 + 2.0 * reg * W1  # forks: regulariser branches add
     dW2 = dW2 + 2.0 * reg * W2
     return loss, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+
+
+# The hand-written backward pass of each (model, loss), by the names of ``scores.MODELS`` and
+# ``losses.LOSSES``: ``(params, x, y, reg, **options) -> (loss, grads)``, taking the options
+# the loss's registry entry lists (e.g. ``margin``). The gradient checks (lib.model_check)
+# compare each against jax.grad and finite differences; a pair without an entry is checked
+# with jax.grad only.
+BACKPROP: dict[tuple[str, str], Callable[..., tuple[Array, dict[str, Array]]]] = {
+    ("linear", "softmax"): linear_softmax,
+    ("linear", "hinge"): linear_hinge,
+    ("two_layer", "softmax"): two_layer_softmax,
+}

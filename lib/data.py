@@ -1,5 +1,10 @@
 """Data sets and preprocessing: arrays in, a validated, centred `Dataset` out.
 
+This module owns the `Dataset`, the checks every split passes (`check_arrays`), `load` and
+`from_splits` (validate, keep ``num_train``, centre, scale), the device form of pixel
+rows (`Pixels`, `rows`, `preprocess`) and `to_images`. Reading each data set's files is
+lib/data_formats.py's: `load` looks the name up in its registry, ``data_formats.READERS``.
+
 Every data set comes back as flat float32 features and int32 labels, split
 into train / val / test, after the notes' preprocessing:
 
@@ -38,30 +43,23 @@ Data sets (``DATASETS``):
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
-import pickle
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
-from absl import logging
 import jax
 import numpy as np
-from sklearn import datasets as sk_datasets
-from sklearn import model_selection
 
-DATASETS = ("digits", "cifar10", "mnist", "spiral", "npz")
-
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
-MNIST_URL = "http://yann.lecun.com/exdb/mnist/ (or a mirror of the MNIST database)"
-_CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
+from lib import data_formats
+from lib.data_formats import (  # noqa: F401  (re-exported: data's API before data_formats)
+    CIFAR10_URL,
+    MNIST_URL,
+    read_idx,
+    spiral_points,
 )
-_IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC = 2051, 2049
-_DATA_DIR_HINT = "set --config.dataset.data_dir=/path/to/data"
+
+# The names `load` takes, in the registry's order (adding one: `data_formats.READERS`).
+DATASETS = tuple(data_formats.READERS)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -210,7 +208,7 @@ def load(
     """Loads a data set by name (see the module docstring) and preprocesses it.
 
     Args:
-        name: one of ``DATASETS``.
+        name: one of ``DATASETS`` (the keys of ``data_formats.READERS``).
         data_dir: folder (cifar10, mnist) or .npz path/folder (npz); unused otherwise.
         seed: seed for the random splits (digits, npz) and the spiral draws.
         num_val: validation size (defaults per data set, see the module docstring);
@@ -222,8 +220,10 @@ def load(
     Returns:
         A `Dataset`.
     """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown data set {name!r}; valid names are {', '.join(DATASETS)}.")
+    reader = data_formats.READERS.get(name)
+    if reader is None:
+        valid = ", ".join(data_formats.READERS)
+        raise ValueError(f"Unknown data set {name!r}; valid names are {valid}.")
     for arg, value in (("num_val", num_val), ("num_train", num_train)):
         if value is not None and (
             isinstance(value, bool) or value < 1 or not isinstance(value, (int, np.integer))
@@ -235,23 +235,14 @@ def load(
         raise ValueError(
             f"scale={scale!r} must be a positive finite number (1.0 keeps pixel units)."
         )
-    if name in ("cifar10", "mnist", "npz") and data_dir is None:
+    if reader.needs_data_dir and data_dir is None:
         raise ValueError(
             f"Data set {name!r} reads files from disk but data_dir is not set; "
-            f"{_DATA_DIR_HINT} (see lib/data.py for the expected layout)."
+            f"{data_formats.DATA_DIR_HINT} (see lib/data.py for the expected layout)."
         )
     data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
-
-    if name == "digits":
-        splits, class_names, image_shape = _digits(seed, num_val)
-    elif name == "cifar10":
-        splits, class_names, image_shape = _cifar10(data_dir, num_val)
-    elif name == "mnist":
-        splits, class_names, image_shape = _mnist(data_dir, num_val)
-    elif name == "spiral":
-        splits, class_names, image_shape = _spiral(seed, num_val)
-    else:
-        splits, class_names, image_shape = _npz(data_dir, seed, num_val)
+    request = data_formats.Request(data_dir, seed, num_val, check_arrays)
+    splits, class_names, image_shape = reader.read(request)
     return from_splits(
         name, splits, class_names, image_shape, num_train=num_train, center=center, scale=scale
     )
@@ -378,269 +369,3 @@ def rows(x, index=None):
     if isinstance(x, Pixels):
         return preprocess(take(x.raw), x.mean, x.scale)
     return take(x)
-
-
-def _split(x, y, size, seed, what):
-    """Splits ``size`` rows off (x, y): stratified when possible, else random."""
-    if not 1 <= size < len(y):
-        raise ValueError(
-            f"Cannot split {size} {what} examples off {len(y)}; "
-            f"choose num_val (or the split size) in [1, {len(y) - 1}]."
-        )
-    try:
-        xa, xb, ya, yb = model_selection.train_test_split(
-            x, y, test_size=size, random_state=seed, stratify=y
-        )
-    except ValueError as e:  # a class too small to stratify
-        logging.warning("Stratified %s split impossible (%s); using a random split.", what, e)
-        xa, xb, ya, yb = model_selection.train_test_split(x, y, test_size=size, random_state=seed)
-    return (xa, ya), (xb, yb)
-
-
-def _tail_split(x, y, num_val, default):
-    """Train = all but the last num_val rows, val = the last num_val (as the course code).
-
-    num_val defaults to ``max(1, min(default, n // 10))``: the standard split on the
-    real files, and a tenth of a small fixture.
-    """
-    nv = max(1, min(default, len(y) // 10)) if num_val is None else num_val
-    if nv >= len(y):
-        raise ValueError(
-            f"num_val={nv} leaves no training data out of {len(y)}; use num_val < {len(y)}."
-        )
-    return {"train": (x[:-nv], y[:-nv]), "val": (x[-nv:], y[-nv:])}
-
-
-def _digits(seed, num_val):
-    bunch = sk_datasets.load_digits()
-    x, y = bunch.data.astype(np.float32), bunch.target.astype(np.int32)
-    n_test = round(0.2 * len(y))
-    rest, test = _split(x, y, n_test, seed, "test")
-    val_size = n_test if num_val is None else num_val
-    train, val = _split(*rest, val_size, seed + 1, "val")
-    splits = {"train": train, "val": val, "test": test}
-    return splits, tuple(str(c) for c in bunch.target_names), (8, 8)
-
-
-def _missing(what, path, missing, files, where):
-    found = (
-        f"{path!r} lacks {', '.join(missing)}"
-        if os.path.isdir(path)
-        else f"folder {path!r} does not exist"
-    )
-    return FileNotFoundError(
-        f"{what} data not found: {found}; expected a folder holding {', '.join(files)}. {where}"
-    )
-
-
-def _cifar10(data_dir, num_val):
-    where = (
-        f"Get the 'CIFAR-10 python version' from {CIFAR10_URL} and extract it "
-        "(tar xzf cifar-10-python.tar.gz) to a folder holding data_batch_1..5, "
-        f"then {_DATA_DIR_HINT}."
-    )
-    nested = os.path.join(data_dir, "cifar-10-batches-py")
-    if not os.path.exists(os.path.join(data_dir, "data_batch_1")) and os.path.isdir(nested):
-        data_dir = nested  # the parent of the extracted folder was given
-    missing = [f for f in _CIFAR_FILES if not os.path.isfile(os.path.join(data_dir, f))]
-    if missing:
-        raise _missing("CIFAR-10", data_dir, missing, _CIFAR_FILES, where)
-
-    def read(fname):
-        with open(os.path.join(data_dir, fname), "rb") as f:
-            try:
-                d = pickle.load(f, encoding="bytes")
-            except Exception as e:
-                raise ValueError(
-                    f"{os.path.join(data_dir, fname)} is not a CIFAR-10 pickle "
-                    f"({e}); re-extract the python version. {where}"
-                ) from e
-        if not isinstance(d, Mapping):
-            raise ValueError(
-                f"{os.path.join(data_dir, fname)} holds a {type(d).__name__}, "
-                f"expected a dict. {where}"
-            )
-        return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-
-    def batch(fname):
-        d = read(fname)
-        if "data" not in d or "labels" not in d:
-            raise ValueError(
-                f"{os.path.join(data_dir, fname)} lacks 'data'/'labels' "
-                f"(keys: {sorted(d)}). {where}"
-            )
-        data, labels = np.asarray(d["data"]), np.asarray(d["labels"], np.int64)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-            raise ValueError(
-                f"{os.path.join(data_dir, fname)}: data {data.shape}, "
-                f"{len(labels)} labels; expected (n, 3072) and n labels. {where}"
-            )
-        # channel-major (n, 3, 32, 32) -> HWC (n, 32, 32, 3), then flat rows.
-        x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).reshape(len(data), -1)
-        return x, labels
-
-    meta = read("batches.meta")
-    if "label_names" not in meta:
-        raise ValueError(f"batches.meta lacks 'label_names' (keys: {sorted(meta)}). {where}")
-    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"])
-    parts = [batch(f) for f in _CIFAR_FILES[:5]]
-    x = np.concatenate([p[0] for p in parts])
-    y = np.concatenate([p[1] for p in parts])
-    return dict(_tail_split(x, y, num_val, 1000), test=batch("test_batch")), names, (32, 32, 3)
-
-
-def _find_idx(data_dir, fname):
-    for cand in (
-        fname,
-        fname + ".gz",
-        fname.replace("-idx", ".idx"),
-        fname.replace("-idx", ".idx") + ".gz",
-    ):
-        path = os.path.join(data_dir, cand)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def read_idx(path: str, magic: int) -> np.ndarray:
-    """Reads one IDX file (optionally gzipped) of unsigned bytes.
-
-    Format: big-endian int32 magic (2051 images / 2049 labels), then one
-    big-endian int32 size per dimension, then the uint8 values.
-    """
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = magic & 0xFF  # the magic's last byte; its third, 0x08, means uint8
-    if len(raw) < 4 + 4 * ndim:
-        raise ValueError(
-            f"{path} is too short ({len(raw)} bytes) to be an IDX file; "
-            "re-download it from the MNIST database page."
-        )
-    found = int(np.frombuffer(raw[:4], ">i4")[0])
-    if found != magic:
-        raise ValueError(
-            f"{path} has IDX magic number {found}, expected {magic} "
-            f"({'images' if magic == _IDX_IMAGES_MAGIC else 'labels'}); the file is "
-            "corrupt, mislabelled or still compressed: re-download it (a .gz "
-            "file must end in .gz)."
-        )
-    dims = tuple(int(v) for v in np.frombuffer(raw[4 : 4 + 4 * ndim], ">i4"))
-    body = raw[4 + 4 * ndim :]
-    if len(body) != int(np.prod(dims)):
-        raise ValueError(
-            f"{path}: the header says {dims} = {int(np.prod(dims))} values but "
-            f"the file holds {len(body)}; the file is truncated or corrupt, "
-            "re-download it."
-        )
-    return np.frombuffer(body, np.uint8).reshape(dims)
-
-
-def _mnist(data_dir, num_val):
-    where = (
-        f"Download the four IDX files (gzipped or not) from {MNIST_URL} into "
-        f"one folder, then {_DATA_DIR_HINT}."
-    )
-    paths = {f: _find_idx(data_dir, f) for f in _MNIST_FILES}
-    missing = [f for f, p in paths.items() if p is None]
-    if missing:
-        raise _missing("MNIST", data_dir, missing, _MNIST_FILES, where)
-
-    def pair(images, labels):
-        x = read_idx(paths[images], _IDX_IMAGES_MAGIC)
-        y = read_idx(paths[labels], _IDX_LABELS_MAGIC)
-        if len(x) != len(y):
-            raise ValueError(
-                f"{paths[images]} holds {len(x)} images but {paths[labels]} holds "
-                f"{len(y)} labels; re-download the matching pair."
-            )
-        return x, y.astype(np.int32)
-
-    x, y = pair(*_MNIST_FILES[:2])
-    splits = dict(_tail_split(x, y, num_val, 5000), test=pair(*_MNIST_FILES[2:]))
-    return splits, tuple(str(i) for i in range(10)), tuple(x.shape[1:])
-
-
-def spiral_points(
-    key: jax.Array, points_per_class: int = 100, num_classes: int = 3
-) -> tuple[np.ndarray, np.ndarray]:
-    """The notes' spiral (CS231n "minimal neural network case study"), as numpy arrays.
-
-    Class j: r = linspace(0, 1, N), t = linspace(4j, 4(j+1), N) + 0.2 * randn,
-    x = r * [sin t, cos t]; rows are ordered by class, as in the notes.
-    """
-    n, k = points_per_class, num_classes
-    noise = np.asarray(jax.random.normal(key, (k, n)), np.float64) * 0.2
-    r = np.linspace(0.0, 1.0, n)
-    t = np.stack([np.linspace(j * 4, (j + 1) * 4, n) for j in range(k)]) + noise
-    x = np.stack([r * np.sin(t), r * np.cos(t)], axis=-1).reshape(k * n, 2)
-    return x.astype(np.float32), np.repeat(np.arange(k, dtype=np.int32), n)
-
-
-def _spiral(seed, num_val):
-    keys = jax.random.split(jax.random.key(seed), 6)  # (draw, shuffle) per split
-    sizes = {"train": 300, "val": 300 if num_val is None else num_val, "test": 300}
-    splits = {}
-    for i, (split, size) in enumerate(sizes.items()):
-        x, y = spiral_points(keys[2 * i], points_per_class=-(-size // 3))
-        perm = np.asarray(jax.random.permutation(keys[2 * i + 1], len(y)))[:size]
-        splits[split] = (x[perm], y[perm])
-    return splits, ("0", "1", "2"), (2,)
-
-
-def _npz(data_dir, seed, num_val):
-    path = data_dir
-    where = (
-        "Save your arrays with np.savez(path, x_train=..., y_train=..., [x_val=..., "
-        "y_val=..., x_test=..., y_test=..., class_names=...]) and set "
-        "--config.dataset.data_dir to the .npz file (or a folder holding exactly one)."
-    )
-    if os.path.isdir(path):
-        found = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
-        if len(found) != 1:
-            raise FileNotFoundError(
-                f"{path!r} must hold exactly one .npz file, found "
-                f"{found or 'none'}; point data_dir at the file. {where}"
-            )
-        path = os.path.join(path, found[0])
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"npz data not found at {path!r}: expected a .npz file with x_train, y_train. {where}"
-        )
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    for k in ("x_train", "y_train"):
-        if k not in arrays:
-            raise ValueError(f"{path} lacks {k!r} (keys: {sorted(arrays)}). {where}")
-    for s in ("val", "test"):
-        if (f"x_{s}" in arrays) != (f"y_{s}" in arrays):
-            raise ValueError(
-                f"{path} has only one of x_{s}/y_{s}; give both or neither "
-                f"(then {s} is split off the training arrays)."
-            )
-    given = {
-        s: check_arrays(arrays[f"x_{s}"], arrays[f"y_{s}"], name=s)
-        for s in ("train", "val", "test")
-        if f"x_{s}" in arrays
-    }
-    x, y = given["train"]
-    image_shape = tuple(np.shape(arrays["x_train"])[1:])
-    splits = {}
-    n_split = max(1, round(0.2 * len(y)))
-    if "x_test" in arrays:
-        splits["test"] = given["test"]
-    else:
-        (x, y), splits["test"] = _split(x, y, n_split, seed, "test")
-    if "x_val" in arrays:
-        splits["val"] = given["val"]
-    else:
-        (x, y), splits["val"] = _split(
-            x, y, n_split if num_val is None else num_val, seed + 1, "val"
-        )
-    splits["train"] = (x, y)
-    if "class_names" in arrays:
-        names = tuple(str(c) for c in np.asarray(arrays["class_names"]).reshape(-1))
-    else:
-        k = 1 + max(int(labels.max()) for _, labels in given.values())
-        names = tuple(str(i) for i in range(k))
-    return splits, names, image_shape

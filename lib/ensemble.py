@@ -6,9 +6,10 @@ score function (for linear members, one wide matrix product ``x @ [W_1; ...; W_M
 ensemble's prediction averages the members' softmax probabilities,
 ``p(x) = 1/M sum_m softmax(s_m(x))``, or their scores, or takes a majority vote.
 
-``run_ensemble`` builds the members a config names (``lib.members.build_members``: seeds, a
-sweep's top trials, a training run's last checkpoints, or running weight averages), evaluates
-them and the ensemble, and writes the workdir.
+``run_ensemble`` builds the members a config names (``member_inputs`` turns the config into
+plain ``lib.members.Options``; ``lib.members.build_members``: seeds, a sweep's top trials, a
+training run's last checkpoints, or running weight averages), evaluates them and the
+ensemble, and writes the workdir.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import data, interrupt, members, metrics, plots, scores, settings, train
+from lib import data, interrupt, members, metrics, plots, scores, settings
+from lib import model as model_lib
 from lib.types import Array, Params
 
 COMBINES = ("proba", "scores", "vote")
@@ -35,8 +37,7 @@ COMBINES = ("proba", "scores", "vote")
 
 def _model_name(model: str | settings.Setup) -> str:
     name = model.model if isinstance(model, settings.Setup) else model
-    if name not in settings.MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(settings.MODELS)}")
+    scores.model(name)  # raises ValueError, listing the valid names, for an unknown one
     return name
 
 
@@ -68,8 +69,8 @@ def _check_stacked(stacked_params: Params, x: Array) -> int:
 def member_scores(stacked_params: Params, x: Array, model: str | settings.Setup) -> Array:
     """Class scores of every member, ``jax.vmap`` of the score function: (M, N, K)."""
     _check_stacked(stacked_params, x)
-    setup = settings.Setup(1, 1, model=_model_name(model))  # predict reads only the model name
-    return jax.vmap(lambda p: train.predict(p, x, setup))(stacked_params)
+    name = _model_name(model)
+    return jax.vmap(lambda p: model_lib.predict(p, x, name))(stacked_params)
 
 
 def member_scores_linear_wide(stacked_params: Params, x: Array) -> Array:
@@ -230,6 +231,42 @@ def format_table(result: dict) -> str:
 # ----------------------------------------------------------------------------- experiment
 
 
+def member_inputs(
+    config: ml_collections.ConfigDict, dataset: data.Dataset | None = None
+) -> tuple[members.Options, data.Dataset]:
+    """The plain ``members.Options`` a config names, and the data set the members take
+    (``dataset`` if given, else loaded); the one reader of configs below ``run_ensemble``.
+
+    Sources ``search`` and ``checkpoints`` take the setup, hparams and data set (with its
+    ``split_seed``) of the sweep or training workdir they read (its config.json;
+    ``--config.dataset.data_dir``, when set, overrides the folder); ``seeds`` and ``ema`` the
+    ensemble config's own. Without a config.json (or a workdir) they are the ensemble
+    config's: building the members then names what is missing.
+    """
+    e = config.ensemble
+    directory = {"search": e.get("search_dir"), "checkpoints": e.get("train_dir")}.get(e.source)
+    path = os.path.join(directory, "config.json") if directory else ""
+    run = config  # the config of the run the members come from
+    if path and os.path.exists(path):
+        run = ml_collections.ConfigDict(metrics.read_json(path))
+        if config.dataset.get("data_dir"):  # data folders move: the ensemble's path wins
+            run.dataset.data_dir = config.dataset.data_dir
+    if dataset is None:
+        dataset = settings.load_data(run)
+    options = members.Options(
+        source=e.source,
+        size=e.size,
+        setup=settings.setup_from_config(run, dataset.num_features, dataset.num_classes),
+        hparams=settings.hparams_from_config(run),
+        trained_on=run.dataset.name,
+        seed=int(config.seed),
+        search_dir=e.get("search_dir") or "",
+        own_order=bool(e.get("own_order", False)),
+        train_dir=e.get("train_dir") or "",
+    )
+    return options, dataset
+
+
 def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Builds the ensemble a config names, evaluates it and writes ``workdir``.
 
@@ -242,15 +279,12 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     _check_combine(how)
     config_dict = config.to_dict()
     metrics.check_config(workdir, config_dict, "ensemble")
-    dataset = settings.load_data(members.data_config(config))
+    options, dataset = member_inputs(config)
     t0 = time.perf_counter()
     logging.info(
-        "building %d members (source %s) on %s",
-        config.ensemble.size,
-        config.ensemble.source,
-        dataset.describe(),
+        "building %d members (source %s) on %s", options.size, options.source, dataset.describe()
     )
-    groups, raw = members.build_members(config, dataset)
+    groups, raw = members.build_members(options, dataset)
     jax.block_until_ready([g.params for g in groups])
     build_seconds = time.perf_counter() - t0
     logging.info("built the members in %.1fs; evaluating", build_seconds)
@@ -258,7 +292,7 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     result = evaluate(groups, dataset, how)
     summary = {
         **result,
-        "source": config.ensemble.source,
+        "source": options.source,
         **{f"{s}_accuracy": result["ensemble"][f"{s}_accuracy"] for s in ("train", "val", "test")},
         "build_seconds": build_seconds,
         "seconds": time.perf_counter() - t0,

@@ -4,7 +4,8 @@ running weight average.
 A member group (``Group``) is a stack of parameter pytrees that share one structure (a leading
 member axis on every leaf), so that ``lib.ensemble`` scores it with one vmapped call.
 
-Sources of members (``config.ensemble.source``):
+Sources of members (``Options.source``; ``lib.ensemble.member_inputs`` reads the options
+from a config, and everything here takes them as plain values):
 
 * ``seeds``: ``size`` models of one config from different initialisations, trained as one
   vmapped ``train.fit`` on shared data;
@@ -20,22 +21,41 @@ Sources of members (``config.ensemble.source``):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from typing import Any, NamedTuple, Sequence
 
 from absl import logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from lib import checkpoints, data, interrupt, metrics, settings, sharding, sweep_report, train
+from lib import checkpoints, data, interrupt, settings, sharding, sweep_report, train
 from lib.types import Array, Params, PRNGKey
 
 SOURCES = ("seeds", "search", "checkpoints", "ema")
 
 _INT_FIELDS = ("hidden", "num_epochs", "batch_size", "seed")
 _STR_FIELDS = ("optimizer", "model", "loss", "schedule")
+
+
+class Options(NamedTuple):
+    """What to build the members from, as plain values (``lib.ensemble.member_inputs`` reads
+    them from a config: its ``ensemble`` block, and the run the members come from).
+
+    ``setup`` and ``hparams`` are that run's: the members' own (sources seeds, ema), the
+    sweep's base, under each trial's values (search), or the training run's (checkpoints).
+    """
+
+    source: str  # one of SOURCES
+    size: int  # the number of members
+    setup: settings.Setup
+    hparams: dict[str, float]
+    trained_on: str = ""  # checkpoints: the data set the run trained on ("": not checked)
+    seed: int = 0  # seeds, ema: the members' keys are split from jax.random.key(seed)
+    search_dir: str = ""  # search: the workdir of experiments.sweep (its trials.csv)
+    own_order: bool = False  # search: each trial draws its own minibatch order (err apart)
+    train_dir: str = ""  # checkpoints: the workdir of experiments.train
 
 
 class Group(NamedTuple):
@@ -201,93 +221,66 @@ def top_trials(search_dir: str, size: int) -> list[dict[str, Any]]:
     return trials[:size]
 
 
-def trial_config(base: ml_collections.ConfigDict, trial: dict) -> ml_collections.ConfigDict:
-    """``base`` with a trial's hyperparameters written into their config fields."""
-    config = ml_collections.ConfigDict(base.to_dict())
-    for name, value in trial["fields"].items():
-        settings.set_field(config, settings.CONFIG_PATHS[name], value)
-    return config
+_SETUP_FIELDS = frozenset(f.name for f in dataclasses.fields(settings.Setup))
+
+
+def trial_setup(
+    setup: settings.Setup, hparams: dict[str, float], fields: dict[str, Any]
+) -> tuple[settings.Setup, dict[str, float]]:
+    """A trial's (Setup, hparams): the sweep's base ``setup`` and ``hparams`` with the trial's
+    ``fields`` (``settings.CONFIG_PATHS`` names: hyperparameters, structure, ``seed``) on top."""
+    hp = dict(hparams)
+    changes = {}
+    for name, value in fields.items():
+        if name in settings.HPARAMS:
+            hp[name] = float(value)
+        elif name in _SETUP_FIELDS:
+            changes[name] = type(getattr(setup, name))(value)  # as settings reads a config
+        elif name != "seed":  # the trial's key, not part of its setup
+            raise ValueError(f"trial field {name!r} is neither a hyperparameter nor a Setup field")
+    if "ema_decay" in fields:  # a running average is kept when its decay is positive
+        changes["ema"] = hp["ema_decay"] > 0.0
+    return dataclasses.replace(setup, **changes), hp
 
 
 def group_trials(
-    trials: Sequence[dict], base: ml_collections.ConfigDict, num_features: int, num_classes: int
+    trials: Sequence[dict], setup: settings.Setup, hparams: dict[str, float]
 ) -> list[tuple[settings.Setup, list[dict], list[dict]]]:
     """Groups trials by structure and minibatch-order seed: [(setup, trials, hparams per
-    trial)], first-seen order."""
+    trial)], first-seen order. ``setup`` and ``hparams`` are the sweep's base ones."""
     groups: dict[tuple, tuple[list, list]] = {}
     for t in trials:
-        config = trial_config(base, t)
-        setup = settings.setup_from_config(config, num_features, num_classes)
-        hp = settings.hparams_from_config(config)
-        settings.validate(setup, hp)
-        ts, hps = groups.setdefault((setup, t["order_seed"]), ([], []))
+        trial, hp = trial_setup(setup, hparams, t["fields"])
+        settings.validate(trial, hp)
+        ts, hps = groups.setdefault((trial, t["order_seed"]), ([], []))
         ts.append(t)
         hps.append(hp)
     return [(s, ts, hps) for (s, _), (ts, hps) in groups.items()]
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-def _source_config(
-    workdir: str, config: ml_collections.ConfigDict, required: bool
-) -> ml_collections.ConfigDict:
-    """The config.json of a sweep/training workdir (``config`` itself if there is none)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        if required:
-            raise FileNotFoundError(
-                f"no config.json in {workdir!r}; expected a workdir written "
-                "by python -m experiments.train (config.json, checkpoints/)"
-            )
-        return config
-    source = ml_collections.ConfigDict(metrics.read_json(path))
-    if config.dataset.get("data_dir"):  # data folders move: the ensemble's path wins
-        source.dataset.data_dir = config.dataset.data_dir
-    return source
-
-
-def data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The config whose ``dataset`` (with its ``split_seed``) the members were trained on.
-
-    Sources ``search`` and ``checkpoints`` evaluate on the data set of the sweep or training
-    workdir they read (its config.json; ``--config.dataset.data_dir``, when set, overrides the
-    folder); ``seeds`` and ``ema`` on the ensemble config's own. Without a config.json (or a
-    workdir) it is the ensemble config's: building the members then names what is missing.
-    """
-    directory = {
-        "search": config.ensemble.get("search_dir"),
-        "checkpoints": config.ensemble.get("train_dir"),
-    }.get(config.ensemble.get("source"))
-    if not directory:
-        return config
-    return _source_config(directory, config, required=False)
 
 
 # ----------------------------------------------------------------------------- sources
 
 
 def from_seeds(
-    config: ml_collections.ConfigDict, dataset: data.Dataset, ema: bool = False
+    options: Options, dataset: data.Dataset, ema: bool = False
 ) -> tuple[list[Group], Group | None]:
-    """``size`` seeds of the config as one vmapped fit: ([Group], raw Group if ``ema`` else None).
+    """``size`` seeds of ``options.setup`` and ``hparams`` as one vmapped fit: ([Group], raw
+    Group if ``ema`` else None).
 
     With ``ema`` the members are the running averages of the weights and the raw final
     weights come back as the second element.
     """
-    setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
-    hparams = settings.hparams_from_config(config)
+    setup, hparams, seed, size = options.setup, options.hparams, options.seed, options.size
     if ema and hparams["ema_decay"] <= 0.0:
         raise ValueError(
             "source 'ema' needs a running average: set --config.train.ema_decay "
             "in (0, 1), e.g. 0.99"
         )
     settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
-    size = config.ensemble.size
     state, history = train_seeds(
-        jax.random.key(int(config.seed)), hparams, train.to_device(dataset), setup, size
+        jax.random.key(seed), hparams, train.to_device(dataset), setup, size
     )
-    names = tuple(f"seed {config.seed}/{i}" for i in range(size))
+    names = tuple(f"seed {seed}/{i}" for i in range(size))
     _check_finite(history, names, f"learning_rate={hparams['learning_rate']:g}")
     raw = Group(setup, state.params, names)
     if ema:
@@ -295,20 +288,19 @@ def from_seeds(
     return [raw], None
 
 
-def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> list[Group]:
-    """The top ``size`` sweep trials, retrained, one vmapped fit per structure.
+def from_search(options: Options, dataset: data.Dataset) -> list[Group]:
+    """The top ``size`` trials of the sweep in ``search_dir``, retrained, one vmapped fit per
+    structure (each trial's values over the sweep's base ``setup`` and ``hparams``).
 
     A sweep's trials share their minibatch order (``order_seed``), so retrained as the sweep
-    trained them they err alike; with ``ensemble.own_order`` each draws its own order from
-    its seed (`sharding.fit_trials` without ``order_seed``), as seeds do.
+    trained them they err alike; with ``own_order`` each draws its own order from its seed
+    (`sharding.fit_trials` without ``order_seed``), as seeds do.
     """
-    own_order = bool(config.ensemble.get("own_order", False))
-    search_dir = config.ensemble.get("search_dir")
-    trials = top_trials(search_dir, config.ensemble.size)
-    base = _source_config(search_dir, config, required=False)
+    own_order, search_dir = options.own_order, options.search_dir
+    trials = top_trials(search_dir, options.size)
     device_data = train.to_device(dataset)
     groups = []
-    for setup, ts, hps in group_trials(trials, base, dataset.num_features, dataset.num_classes):
+    for setup, ts, hps in group_trials(trials, options.setup, options.hparams):
         settings.validate(setup, {}, num_train=dataset.x_train.shape[0])
         # As the sweep trained them: fit(key(seed), hp, ..., order_key=key(order_seed)).
         order_seed = None if own_order else ts[0]["order_seed"]
@@ -332,11 +324,11 @@ def from_search(config: ml_collections.ConfigDict, dataset: data.Dataset) -> lis
     return groups
 
 
-def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -> list[Group]:
-    """The last ``size`` epoch checkpoints of one ``experiments.train`` workdir."""
-    size = config.ensemble.size
+def from_checkpoints(options: Options, dataset: data.Dataset) -> list[Group]:
+    """The last ``size`` epoch checkpoints of the ``experiments.train`` workdir ``train_dir``,
+    whose run had ``options.setup`` and ``hparams`` and trained on ``trained_on``."""
+    size, train_dir, trained_on = options.size, options.train_dir, options.trained_on
     _check_size(size)
-    train_dir = config.ensemble.get("train_dir")
     if not train_dir:
         raise ValueError(
             "source 'checkpoints' needs a training workdir: set "
@@ -347,14 +339,18 @@ def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -
             f"training workdir {train_dir!r} does not exist; run "
             f"python -m experiments.train --workdir={train_dir} first"
         )
-    source = _source_config(train_dir, config, required=True)
-    if source.dataset.name != dataset.name:
+    if not os.path.exists(os.path.join(train_dir, "config.json")):
+        raise FileNotFoundError(
+            f"no config.json in {train_dir!r}; expected a workdir written "
+            "by python -m experiments.train (config.json, checkpoints/)"
+        )
+    if trained_on and trained_on != dataset.name:
         raise ValueError(
-            f"{train_dir!r} was trained on {source.dataset.name!r}, not "
+            f"{train_dir!r} was trained on {trained_on!r}, not "
             f"{dataset.name!r}; evaluate its checkpoints on the data set they were "
             "trained on (experiments.ensemble loads it from its config.json)"
         )
-    setup = settings.setup_from_config(source, dataset.num_features, dataset.num_classes)
+    setup = options.setup
     ckpt_dir = os.path.join(train_dir, "checkpoints")
     epochs = checkpoints.steps(ckpt_dir)
     if size > len(epochs):
@@ -364,7 +360,7 @@ def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -
             "or train for more epochs"
         )
     epochs = epochs[-size:]
-    hp = settings.float32_hparams(settings.hparams_from_config(source))
+    hp = settings.float32_hparams(options.hparams)
     state = train.init_state(jax.random.key(0), hp, setup, dataset.x_train.shape[0])
     like = train.to_checkpoint(state)
     try:
@@ -373,25 +369,23 @@ def from_checkpoints(config: ml_collections.ConfigDict, dataset: data.Dataset) -
         raise ValueError(
             f"the checkpoints in {ckpt_dir!r} do not hold a {setup.model} model for "
             f"{dataset.num_features} features and {dataset.num_classes} classes ({e}); "
-            f"evaluate them on the data set they were trained on ({source.dataset.name!r})"
+            f"evaluate them on the data set they were trained on ({trained_on or dataset.name!r})"
         ) from e
     stacked = jax.tree.map(lambda *p: jnp.stack(p), *params)
     return [Group(setup, stacked, tuple(f"epoch {e}" for e in epochs))]
 
 
-def build_members(
-    config: ml_collections.ConfigDict, dataset: data.Dataset
-) -> tuple[list[Group], Group | None]:
-    """The member groups a config names: ([Group], raw Group for source ``ema`` else None)."""
-    source = config.ensemble.source
+def build_members(options: Options, dataset: data.Dataset) -> tuple[list[Group], Group | None]:
+    """The member groups ``options`` name: ([Group], raw Group for source ``ema`` else None)."""
+    source = options.source
     if source not in SOURCES:
         raise ValueError(f"unknown ensemble source {source!r}; valid: {', '.join(SOURCES)}")
-    _check_size(config.ensemble.size)
+    _check_size(options.size)
     if source in ("seeds", "ema"):
-        groups, raw = from_seeds(config, dataset, ema=source == "ema")
+        groups, raw = from_seeds(options, dataset, ema=source == "ema")
     elif source == "search":
-        groups, raw = from_search(config, dataset), None
+        groups, raw = from_search(options, dataset), None
     else:
-        groups, raw = from_checkpoints(config, dataset), None
+        groups, raw = from_checkpoints(options, dataset), None
     check_groups(groups, dataset.num_features, dataset.num_classes)
     return groups, raw

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from lib import data  # noqa: E402
+from lib import data
 
 
 def training_curves(history: Sequence[dict], path: str) -> None:
@@ -84,7 +85,6 @@ def search_trials(
     against each numeric hyperparameter instead. Without any complete trial: a figure
     saying so."""
     ok = [t for t in trials if t["status"] == "complete"]
-    numeric = [n for n in sorted(space) if space[n].scale != "choice"]
     if not ok:  # nothing to place on (log) axes: every trial diverged
         fig, ax = plt.subplots(figsize=(5, 2))
         ax.axis("off")
@@ -93,56 +93,67 @@ def search_trials(
         plt.close(fig)
         return
     stages = sorted({t.get("stage", 0) for t in ok})
-    marker = {s: _STAGE_MARKERS[i % len(_STAGE_MARKERS)] for i, s in enumerate(stages)}
+    markers = {s: _STAGE_MARKERS[i % len(_STAGE_MARKERS)] for i, s in enumerate(stages)}
+    fig, panels = _search_panels(space)
+    for ax, x_name, y_name, key in panels:
+        _search_panel(fig, ax, ok, space, x_name, y_name, key, markers, best)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _search_panels(space: Mapping[str, Any]):
+    """The figure and its panels (ax, x name, y name, coloured key): train and val accuracy
+    over (learning_rate, reg) when both are numeric dimensions of ``space``, else one panel
+    per numeric dimension (x) with the val accuracy as y (y name None, no colours)."""
     if (
         "learning_rate" in space
         and "reg" in space
         and "choice" not in (space["learning_rate"].scale, space["reg"].scale)
     ):
-        x_name, y_name = "learning_rate", "reg"
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), squeeze=False)
-        panels = [(ax, key) for ax, key in zip(axes[0], ("train_accuracy", "val_accuracy"))]
-    else:
-        x_name, y_name = None, "val_accuracy"
-        width = max(len(numeric), 1)
-        fig, axes = plt.subplots(1, width, figsize=(5 * width, 4), squeeze=False)
-        panels = [(ax, name) for ax, name in zip(axes[0], numeric)]
-    for ax, key in panels:
-        xk, yk = (x_name, y_name) if x_name else (key, None)
-        values = [t[key] for t in ok] if yk else [0.0]
-        for s in stages:
-            rows = [t for t in ok if t.get("stage", 0) == s]
-            xs = [t["hparams"][xk] for t in rows]
-            ys = [t["hparams"][yk] if yk else t["val_accuracy"] for t in rows]
-            kw = {"c": [t[key] for t in rows], "vmin": min(values), "vmax": max(values)}
-            sc = ax.scatter(
-                xs, ys, marker=marker[s], s=30, label=f"stage {s + 1}", **(kw if yk else {})
-            )
-        if yk:
-            fig.colorbar(sc, ax=ax)
-        if best is not None:
-            by = best["hparams"][yk] if yk else best["val_accuracy"]
-            ax.scatter(
-                [best["hparams"][xk]],
-                [by],
-                s=220,
-                facecolors="none",
-                edgecolors="red",
-                linewidths=2,
-                label="best",
-            )
-        ax.set(
-            xscale=space[xk].scale,
-            xlabel=xk.replace("_", " "),
-            ylabel=yk.replace("_", " ") if yk else "val accuracy",
-            title=key.replace("_", " ") if yk else "",
+        keys = ("train_accuracy", "val_accuracy")
+        return fig, [(ax, "learning_rate", "reg", key) for ax, key in zip(axes[0], keys)]
+    numeric = [n for n in sorted(space) if space[n].scale != "choice"]
+    width = max(len(numeric), 1)
+    fig, axes = plt.subplots(1, width, figsize=(5 * width, 4), squeeze=False)
+    return fig, [(ax, name, None, "val_accuracy") for ax, name in zip(axes[0], numeric)]
+
+
+def _search_panel(fig, ax, ok, space, x_name, y_name, key, markers, best) -> None:
+    """One panel: each stage's complete trials ``ok`` at (x, y), coloured by ``key`` when y
+    is a hyperparameter, or at (x, val accuracy); the ``best`` trial circled in red."""
+    values = [t[key] for t in ok]
+    for s, marker in markers.items():
+        rows = [t for t in ok if t.get("stage", 0) == s]
+        xs = [t["hparams"][x_name] for t in rows]
+        ys = [t["hparams"][y_name] if y_name else t["val_accuracy"] for t in rows]
+        colour = {"c": [t[key] for t in rows], "vmin": min(values), "vmax": max(values)}
+        sc = ax.scatter(
+            xs, ys, marker=marker, s=30, label=f"stage {s + 1}", **(colour if y_name else {})
         )
-        if yk:
-            ax.set_yscale(space[yk].scale)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if y_name:
+        fig.colorbar(sc, ax=ax)
+    if best is not None:
+        by = best["hparams"][y_name] if y_name else best["val_accuracy"]
+        ax.scatter(
+            [best["hparams"][x_name]],
+            [by],
+            s=220,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=2,
+            label="best",
+        )
+    ax.set(
+        xscale=space[x_name].scale,
+        xlabel=x_name.replace("_", " "),
+        ylabel=y_name.replace("_", " ") if y_name else "val accuracy",
+        title=key.replace("_", " ") if y_name else "",
+    )
+    if y_name:
+        ax.set_yscale(space[y_name].scale)
+    ax.legend(fontsize=7)
 
 
 def ensemble_members(result: dict, path: str) -> None:

@@ -13,12 +13,13 @@ compute for trial i alone (up to float rounding), so a diverging lane poisons no
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lib import settings, train
 from lib.types import Params

@@ -1,5 +1,5 @@
-"""The Optuna side of a sweep: storage, per-stage studies, slots claimed atomically, the
-TPE model across stages, resume checks and recovery.
+"""The Optuna side of a sweep: storage, per-stage studies, slots claimed atomically, resume
+checks and recovery.
 
 A sweep's study ``<name>`` is one Optuna study per stage, ``<name>.stage<s>``, in a journal
 file ``<workdir>/study.journal`` (default) or an RDB (``search.storage``). A stage's planned
@@ -11,30 +11,26 @@ user attr ``result``. So several processes can share one study and never run one
 if two of them planned a slot at the same moment, the slot's lowest-numbered live trial is
 the one that runs and a later copy is dropped (told FAIL) when popped.
 
-TPE proposes a trial's params when its slot is claimed (``propose_tpe``), from a model fitted
-to one stage's finished trials (BOHB's rule: model the largest budget with enough
-observations): this stage's own once it has ``search.tpe_startup`` of them (at least
-``len(space) + 2``), before that the latest earlier stage with ``len(space) + 2`` or more.
-So a stage after the first starts from what the earlier stages learned instead of a random
-start-up; only a stage with no earlier stage to model (the first) begins with
-``search.tpe_startup`` random trials. Trials still running count as bad ones (constant
-liar), so one batch spreads out: smaller batches model more often.
+TPE's proposals (``lib.samplers.propose_tpe``) are made when a slot is claimed (``claim``'s
+``propose``), so each models the trials told before it.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import warnings
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from lib.space import sample_grid, space_from_json
+from lib.space import Space, space_from_json, space_to_json
+
+if TYPE_CHECKING:
+    from lib.samplers import Sampler
 
 STORAGE_FORMS = (
     "sqlite:///path/to/study.db, postgresql://user:password@host/db (any SQLAlchemy URL "
@@ -92,12 +88,9 @@ def stage_name(study_name: str, stage: int) -> str:
     return f"{study_name}.stage{stage}"
 
 
-def planned_slots(sampler: str, space, num: int) -> int:
-    """How many slots a stage of ``num`` trials has (a grid rounds to a full grid)."""
-    return len(sample_grid(space, num)) if sampler == "grid" else num
-
-
-def check_stages(storage, study_name: str, stages: Sequence[tuple[int, int]], sampler: str) -> None:
+def check_stages(
+    storage, study_name: str, stages: Sequence[tuple[int, int]], sampler: Sampler
+) -> None:
     """Refuses a config that would change or drop finished work of a stored study.
 
     Raises:
@@ -111,7 +104,10 @@ def check_stages(storage, study_name: str, stages: Sequence[tuple[int, int]], sa
         for n in summaries
         if n.startswith(prefix) and n[len(prefix) :].isdigit()
     )
-    fix = "keep the finished stages as they were (only append stages or add trials) or choose a new --workdir"
+    fix = (
+        "keep the finished stages as they were (only append stages or add trials) or choose "
+        "a new --workdir"
+    )
     for stage in stored:
         attrs = summaries[stage_name(study_name, stage)].user_attrs
         study = optuna.load_study(study_name=stage_name(study_name, stage), storage=storage)
@@ -135,7 +131,7 @@ def check_stages(storage, study_name: str, stages: Sequence[tuple[int, int]], sa
                 f"{num_epochs}; {fix}"
             )
         if done and "space" in attrs:
-            slots = planned_slots(sampler, space_from_json(attrs["space"]), num)
+            slots = sampler.num_slots(space_from_json(attrs["space"]), num)
             if max(done) >= slots:
                 raise ValueError(
                     f"stage {stage} of this study has {len(done)} finished trials (slots up to "
@@ -240,6 +236,16 @@ def open_stage(storage, study_name: str, stage: int):
     )
 
 
+def stage_space(study, space: Space, num_epochs: int) -> Space:
+    """The range a stage samples: the one stored when its study was created (authoritative:
+    a resumed stage keeps it), else ``space``, stored now with the stage's epochs."""
+    if "space" in study.user_attrs:
+        return space_from_json(study.user_attrs["space"])
+    study.set_user_attr("space", space_to_json(space))
+    study.set_user_attr("num_epochs", num_epochs)
+    return space
+
+
 def _copy_of_earlier_trial(study, number: int, slot: int) -> bool:
     return any(
         t.number < number and t.state != TrialState.FAIL and t.user_attrs.get("slot") == slot
@@ -304,89 +310,6 @@ def finished(study) -> list[Any]:
         if "slot" in t.user_attrs and "result" in t.user_attrs:
             out.setdefault(t.user_attrs["slot"], t)
     return [out[k] for k in sorted(out)]
-
-
-def _fits(params: dict[str, Any], dists: dict[str, Any]) -> bool:
-    """Whether a trial can be modelled over ``dists``: it has every name, and its choices
-    are still among a narrowed dimension's choices (numbers may lie outside the range)."""
-    return all(
-        name in params
-        and (
-            not isinstance(dist, optuna.distributions.CategoricalDistribution)
-            or params[name] in dist.choices
-        )
-        for name, dist in dists.items()
-    )
-
-
-def latest_enough(
-    earlier: Sequence[Sequence[tuple[dict, float, dict]]], dists: dict[str, Any]
-) -> tuple[list[tuple[dict, float, dict]], int] | None:
-    """The finished trials of the latest earlier stage with at least ``len(dists) + 2`` of
-    them that fit ``dists``, and that stage's index; None when no stage has as many.
-
-    ``earlier[k]``: stage k's finished trials as (params, value, distributions) triples.
-    """
-    for k in range(len(earlier) - 1, -1, -1):
-        fit = [t for t in earlier[k] if _fits(t[0], dists)]
-        if len(fit) >= len(dists) + 2:
-            return fit, k
-    return None
-
-
-def propose_tpe(
-    study,
-    dists: dict[str, Any],
-    earlier: Sequence[Sequence[tuple[dict, float, dict]]],
-    seed: int,
-    startup: int,
-) -> tuple[dict[str, Any], int | None]:
-    """A TPE proposal for the next slot of ``study`` (stage ``len(earlier)``), and the stage
-    whose trials it modelled (None: a random start-up trial).
-
-    The model (TPE, constant liar) is fitted in memory to one stage's finished trials: this
-    stage's own once it has ``max(len(dists) + 2, startup)`` of them, before that the latest
-    earlier stage with at least ``len(dists) + 2`` (``latest_enough``); earlier stages
-    trained fewer epochs, so their accuracies are never mixed with this stage's (BOHB's rule:
-    model the largest budget with enough observations). This stage's RUNNING trials are
-    the pending ones. Own trials share this stage's range and are modelled jointly
-    (multivariate TPE); an earlier stage's span a wider range than the one sampled, so they
-    are modelled one hyperparameter at a time. Only a stage with no earlier stage to model
-    begins with ``startup`` random trials.
-    """
-    own, running = [], []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        if t.state == TrialState.RUNNING:
-            running.append(t)
-        elif "result" in t.user_attrs:
-            own.append((t.params, t.value, t.distributions))
-    prior = latest_enough(earlier, dists)
-    if prior is None or len(own) >= max(len(dists) + 2, startup):
-        observed, source = own, len(earlier)
-    else:
-        observed, source = prior
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(
-            constant_liar=True,
-            multivariate=source == len(earlier),
-            n_startup_trials=startup if prior is None else 0,
-            seed=seed,
-        )
-    model = optuna.create_study(direction="maximize", sampler=sampler)
-    model.add_trials(
-        [optuna.trial.create_trial(params=p, distributions=d, value=v) for p, v, d in observed]
-        + [
-            optuna.trial.create_trial(
-                state=TrialState.RUNNING, params=t.params, distributions=t.distributions
-            )
-            for t in running
-            if t.params
-        ]
-    )
-    if prior is None and len(own) < startup:
-        source = None
-    return model.ask(dists).params, source
 
 
 def trial_seed(*parts: int) -> int:

@@ -6,16 +6,18 @@ Pure functions of the finished trials' records (``lib.search`` builds them), no 
 
 from __future__ import annotations
 
-import csv
 import collections
+import csv
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from absl import logging
 
 from lib import metrics, settings
-from lib.space import Space, border_warnings, space_to_json
+from lib.narrowing import border_warnings
+from lib.space import Space, space_to_json
 
 # trials.csv: these columns, with one column per searched hyperparameter between them.
 TRIAL_COLUMNS_BEFORE_SPACE = (
@@ -161,7 +163,7 @@ def write_trials(path: str, records: list[dict], space: Space) -> None:
 
 def duration(seconds: float) -> str:
     """``42s``, ``3m05s``, ``1h02m``."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

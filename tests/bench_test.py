@@ -1,4 +1,7 @@
-"""Tests for experiments/numpy_trainer.py and experiments/bench.py (correctness only: no timing)."""
+"""Tests for experiments/benchmarks/numpy_trainer.py and experiments/bench.py.
+
+Correctness only: no timing.
+"""
 
 import functools
 import json
@@ -12,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import bench, numpy_trainer
+from experiments import benchmarks
+from experiments.benchmarks import numpy_trainer, timing
 from lib import settings, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,7 +163,7 @@ class SameComputationTest(parameterized.TestCase):
         model = numpy_trainer.init(
             np.asarray(state.params["W"]), np.asarray(state.params["b"]), layout
         )
-        batches = [bench.epoch_batches(state, N, setup, e) for e in range(2)]
+        batches = [timing.epoch_batches(state, N, setup, e) for e in range(2)]
         self.assertFalse(np.array_equal(batches[0], batches[1]))  # reshuffled every epoch
         for b in batches:
             state, m = epoch(state, hp, jnp.asarray(x), jnp.asarray(y))
@@ -182,7 +186,7 @@ class SameComputationTest(parameterized.TestCase):
         state = train.init_state(jax.random.key(7), hp, setup, N)
         net = numpy_trainer.init_two_layer(jax.device_get(state.params))
         for e in range(2):
-            b = bench.epoch_batches(state, N, setup, e)
+            b = timing.epoch_batches(state, N, setup, e)
             state, m = epoch(state, hp, jnp.asarray(x), jnp.asarray(y))
             np_loss = numpy_trainer.train_epoch_two_layer(net, x, y, b, 0.05, 1e-2, 0.9)
             self.assertAlmostEqual(float(m["train_loss"]), np_loss, delta=1e-5 * abs(np_loss))
@@ -198,7 +202,7 @@ def _jitted_epoch(setup):
 class HelpersTest(absltest.TestCase):
     def test_interleaved_warms_up_then_alternates(self):
         calls = []
-        warm, cold = bench.interleaved(
+        warm, cold = timing.interleaved(
             {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3
         )
         # 1 warm-up round, then 3 rounds of a cold (first) and a warm (second) call each.
@@ -207,7 +211,7 @@ class HelpersTest(absltest.TestCase):
         self.assertEqual({k: len(v) for k, v in cold.items()}, {"a": 3, "b": 3})
 
     def test_medians_take_fastest_numpy_as_baseline(self):
-        got = bench._medians(
+        got = timing.medians(
             {
                 "scorelab": [3.0, 1.0, 2.0],
                 "numpy_dk": [5.0, 4.0, 6.0],
@@ -222,7 +226,7 @@ class HelpersTest(absltest.TestCase):
         """The trace of a jitted sort and product shows both ops, once per call."""
         f = jax.jit(lambda x: jnp.sort(x) @ jnp.sort(x, axis=0))
         x = jax.random.normal(jax.random.key(0), (256, 256))
-        rows = bench.profile_ops(lambda: jax.block_until_ready(f(x)), calls=2)
+        rows = timing.profile_ops(lambda: jax.block_until_ready(f(x)), calls=2)
         self.assertTrue(rows)
         ops = {row["op"]: row for row in rows}
         self.assertTrue(any(op.startswith("sort") for op in ops), list(ops))
@@ -234,7 +238,7 @@ class HelpersTest(absltest.TestCase):
 
     def test_unknown_workload(self):
         with self.assertRaisesRegex(ValueError, "unknown workload 'fast'; valid: train, sweep"):
-            bench.run("fast", 1)
+            benchmarks.run("fast", 1)
 
 
 TINY = [

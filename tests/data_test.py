@@ -1,10 +1,12 @@
-"""Tests for lib/data.py: real file formats written as tiny fixtures, read back."""
+"""Tests for lib/data.py and lib/data_formats.py: real file formats written as tiny fixtures,
+read back through `data.load`."""
 
 import gzip
 import os
 import shutil
 import tempfile
 import tracemalloc
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn import datasets as sk_datasets
 
-from lib import data
+from lib import data, data_formats
 from tests.fixtures import CIFAR_NAMES, write_cifar, write_idx, write_mnist
 
 
@@ -50,6 +52,34 @@ class NamesAndArgsTest(absltest.TestCase):
             data.load("digits", scale=float("nan"))
         with self.assertRaisesRegex(ValueError, "num_train=5000.*1079"):
             data.load("digits", num_train=5000)
+
+
+class RegistryTest(absltest.TestCase):
+    def test_load_dispatches_through_the_registry(self):
+        x, y = np.arange(12, dtype=np.uint8).reshape(6, 2), np.array([0, 1, 0, 1, 0, 1])
+        requests = []
+
+        def read_toy(request):
+            requests.append(request)
+            splits = {"train": (x, y), "val": (x[:2], y[:2]), "test": (x[2:4], y[2:4])}
+            return data_formats.RawData(splits, ("a", "b"), (2,))
+
+        toy = data_formats.Reader(read_toy, needs_data_dir=True)
+        with mock.patch.dict(data_formats.READERS, toy=toy):
+            with self.assertRaisesRegex(ValueError, "'toy' reads files from disk"):
+                data.load("toy")
+            ds = data.load("toy", "~/toy", seed=7, num_val=2, center=False)
+        self.assertEqual((ds.name, ds.class_names, ds.image_shape), ("toy", ("a", "b"), (2,)))
+        np.testing.assert_array_equal(ds.x_train, x)
+        np.testing.assert_array_equal(ds.train_pixels, x)
+        request = requests[-1]
+        self.assertEqual(request[:3], (os.path.expanduser("~/toy"), 7, 2))
+        self.assertIs(request.check_arrays, data.check_arrays)
+        with self.assertRaisesRegex(
+            ValueError, "valid names are digits, cifar10, mnist, spiral, npz[.]"
+        ):
+            data.load("toy")  # unregistered again
+        self.assertEqual(data.DATASETS, tuple(data_formats.READERS))
 
 
 class CheckArraysTest(absltest.TestCase):

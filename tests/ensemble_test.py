@@ -65,6 +65,16 @@ class PredictTest(parameterized.TestCase):
             atol=1e-6,
         )
 
+    def test_member_scores_take_a_model_name_or_a_setup(self):
+        _, stacked = _random_members("two_layer", m=3, d=6, k=3)
+        x = jax.random.normal(jax.random.key(2), (5, 6))
+        setup = settings.Setup(6, 3, model="two_layer", hidden=5)
+        chex.assert_trees_all_close(
+            ensemble.member_scores(stacked, x, setup),
+            ensemble.member_scores(stacked, x, "two_layer"),
+        )
+        chex.assert_shape(ensemble.member_scores(stacked, x, setup), (3, 5, 3))
+
     def test_combine_scores_and_vote(self):
         s = np.array([[[2.0, 0.0, 1.0]], [[0.0, 3.0, 0.0]], [[2.5, 0.0, 0.0]]])  # (3, 1, 3)
         np.testing.assert_allclose(

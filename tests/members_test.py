@@ -47,6 +47,12 @@ def shrunk_dataset():
     return settings.load_data(shrunk_config())
 
 
+def build(config, dataset):
+    """``members.build_members`` of the options ``config`` names (as run_ensemble reads them)."""
+    options, dataset = ensemble.member_inputs(config, dataset)
+    return members.build_members(options, dataset)
+
+
 def np_softmax(s):
     e = np.exp(s - s.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -101,7 +107,7 @@ def _write_trials(path, rows):
 class SourcesTest(parameterized.TestCase):
     def test_seeds_differ_and_ema_matches_numpy_running_average(self):
         ds = shrunk_dataset()
-        groups, raw = members.build_members(shrunk_config(source="ema"), ds)
+        groups, raw = build(shrunk_config(source="ema"), ds)
         (group,) = groups
         self.assertEqual(group.names, ("ema seed 0/0", "ema seed 0/1"))
         chex.assert_shape(group.params["W"], (2, 10, 64))
@@ -150,7 +156,7 @@ class SourcesTest(parameterized.TestCase):
             self.assertEqual([t["order_seed"] for t in trials], [ORDER_SEED, ORDER_SEED])
             config = shrunk_config(source="search", search_dir=d)
             config.train.batch_size = SEARCH_BATCH
-            groups, raw = members.build_members(config, shrunk_dataset())
+            groups, raw = build(config, shrunk_dataset())
             self.assertIsNone(raw)
             (group,) = groups
             self.assertEqual(group.names, ("trial 2 (stage 0)", "trial 3 (stage 0)"))
@@ -173,7 +179,7 @@ class SourcesTest(parameterized.TestCase):
                 self.assertGreater(float(jnp.max(jnp.abs(got["W"] - other.params["W"]))), 1e-4)
             # own_order: each member is fit(key(seed), its hparams) with its own order.
             config.ensemble.own_order = True
-            (own,) = members.build_members(config, shrunk_dataset())[0]
+            (own,) = build(config, shrunk_dataset())[0]
             for m, (seed, lr, reg) in enumerate([(5, 0.3, 1e-4), (6, 0.2, 0.0)]):
                 hp_m = {**hp, "learning_rate": jnp.float32(lr), "reg": jnp.float32(reg)}
                 want, _ = fit(jax.random.key(seed), hp_m, data, own.setup, None)
@@ -195,8 +201,8 @@ class SourcesTest(parameterized.TestCase):
                     if r["status"] == "complete"
                 }
             config = shrunk_config(source="search", search_dir=d, size=3)
-            dataset = settings.load_data(members.data_config(config))
-            groups, _ = members.build_members(config, dataset)
+            options, dataset = ensemble.member_inputs(config)
+            groups, _ = members.build_members(options, dataset)
             result = ensemble.evaluate(groups, dataset)
             got = {r["name"]: r["val_accuracy"] for r in result["members"]}
             self.assertLen(got, 3)
@@ -216,13 +222,39 @@ class SourcesTest(parameterized.TestCase):
             }
             for i, (h, lr) in enumerate([(8, 0.1), (16, 0.2), (8, 0.3)])
         ]
-        groups = members.group_trials(trials, base, 64, 10)
+        groups = members.group_trials(
+            trials, settings.setup_from_config(base, 64, 10), settings.hparams_from_config(base)
+        )
         self.assertEqual(
             [(s.hidden, [t["trial"] for t in ts]) for s, ts, _ in groups],
             [(8, ["0", "2"]), (16, ["1"])],
         )
         self.assertEqual([hp["learning_rate"] for hp in groups[0][2]], [0.1, 0.3])
         self.assertEqual([t["seed"] for t in groups[0][1]], [40, 42])
+
+    def test_trial_setup_matches_the_trial_config(self):
+        base = shrunk_config()
+        setup, hp = settings.setup_from_config(base, 64, 10), settings.hparams_from_config(base)
+        fields = {
+            "seed": 7,
+            "num_epochs": 5,
+            "model": "two_layer",
+            "hidden": 12,
+            "optimizer": "adam",
+            "learning_rate": 0.01,
+            "beta1": 0.8,
+            "ema_decay": 0.0,
+        }
+        config = ml_collections.ConfigDict(base.to_dict())  # the trial as a config
+        for name, value in fields.items():
+            settings.set_field(config, settings.CONFIG_PATHS[name], value)
+        got_setup, got_hp = members.trial_setup(setup, hp, fields)
+        self.assertEqual(got_setup, settings.setup_from_config(config, 64, 10))
+        self.assertFalse(got_setup.ema)  # the base keeps an average (DECAY); this trial not
+        self.assertEqual(got_hp, settings.hparams_from_config(config))
+        self.assertEqual(hp["learning_rate"], LR)  # the base is left as it was
+        with self.assertRaisesRegex(ValueError, "'params_lr' is neither"):
+            members.trial_setup(setup, hp, {"params_lr": 0.1})
 
     def test_checkpoints_are_the_last_epochs(self):
         with tempfile.TemporaryDirectory() as d:
@@ -233,7 +265,7 @@ class SourcesTest(parameterized.TestCase):
             tc.train.checkpoint_every = 1  # a checkpoint per epoch: members are epochs
             summary = train.train_and_evaluate(tc, train_dir)
             config = shrunk_config(source="checkpoints", train_dir=train_dir)
-            groups, _ = members.build_members(config, shrunk_dataset())
+            groups, _ = build(config, shrunk_dataset())
             (group,) = groups
             self.assertEqual(group.names, ("epoch 3", "epoch 4"))
             for m, epoch in enumerate((3, 4)):
@@ -247,13 +279,13 @@ class SourcesTest(parameterized.TestCase):
                 ml_collections.ConfigDict({"seed": 0, "dataset": {"name": "spiral", "scale": 1.0}})
             )  # 3 classes, 2-D
             with self.assertRaisesRegex(ValueError, "trained on 'digits', not 'spiral'"):
-                members.from_checkpoints(config, spiral)
+                members.from_checkpoints(ensemble.member_inputs(config, spiral)[0], spiral)
             config.ensemble.size = 5
             with self.assertRaisesRegex(ValueError, "larger than the 4 checkpoints"):
-                members.build_members(config, shrunk_dataset())
+                build(config, shrunk_dataset())
             config.ensemble.train_dir = os.path.join(d, "missing")
             with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
-                members.build_members(config, shrunk_dataset())
+                build(config, shrunk_dataset())
 
     def test_bad_search_dirs(self):
         with tempfile.TemporaryDirectory() as d:
@@ -277,20 +309,18 @@ class SourcesTest(parameterized.TestCase):
             with self.assertRaisesRegex(ValueError, "size 2 is larger than the 1 complete"):
                 members.top_trials(d, 2)
             with self.assertRaisesRegex(ValueError, "search_dir"):
-                members.build_members(
-                    shrunk_config(source="search", search_dir=""), shrunk_dataset()
-                )
+                build(shrunk_config(source="search", search_dir=""), shrunk_dataset())
 
     def test_bad_config(self):
         ds = shrunk_dataset()
         with self.assertRaisesRegex(ValueError, "unknown ensemble source 'bag'.*seeds"):
-            members.build_members(shrunk_config(source="bag"), ds)
+            build(shrunk_config(source="bag"), ds)
         with self.assertRaisesRegex(ValueError, "positive integer"):
-            members.build_members(shrunk_config(size=0), ds)
+            build(shrunk_config(size=0), ds)
         no_ema = shrunk_config(source="ema")
         no_ema.train.ema_decay = 0.0
         with self.assertRaisesRegex(ValueError, "ema_decay"):
-            members.build_members(no_ema, ds)
+            build(no_ema, ds)
 
     def test_check_groups(self):
         stacked = {"W": jnp.zeros((2, 3, 4)), "b": jnp.zeros((2, 3))}

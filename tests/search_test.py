@@ -1,6 +1,6 @@
-"""Tests for lib/search.py and lib/study.py: stages, resume, refusing to drop finished work,
-shared studies, TPE, grid, all-diverged sweeps, outputs, bad input (lib/space.py and
-lib/sharding.py have their own tests)."""
+"""Tests for lib/search.py, lib/sweep_stage.py and lib/study.py: stages, resume, refusing to
+drop finished work, shared studies, TPE, grid, all-diverged sweeps, outputs, bad input
+(lib/space.py, lib/samplers.py, lib/narrowing.py and lib/sharding.py have their own tests)."""
 
 import csv
 import json
@@ -12,12 +12,12 @@ import sys
 import tempfile
 from unittest import mock
 
-from absl.testing import absltest, parameterized
 import numpy as np
 import optuna
+from absl.testing import absltest, parameterized
 
 from configs import digits_sweep
-from lib import search, sharding, space, study
+from lib import plots, samplers, search, sharding, space, study, sweep_stage
 
 
 def _sweep_config(**search):
@@ -285,7 +285,7 @@ def _objective(row):
 
 
 def _fake_batch(items, stage, num_epochs, full, ctx):
-    """search._run_batch without training: each trial scores _objective."""
+    """sweep_stage._run_batch without training: each trial scores _objective."""
     return [
         {
             "trial": trial,
@@ -321,7 +321,7 @@ class TpeAcrossStagesTest(absltest.TestCase):
                 config.search.top_fraction = 0.5
                 config.search.trials_per_batch = 2
                 with (
-                    mock.patch.object(search, "_run_batch", _fake_batch),
+                    mock.patch.object(sweep_stage, "_run_batch", _fake_batch),
                     mock.patch.object(search, "_evaluate_best", lambda *a: {}),
                     mock.patch.object(search.plots, "search_trials", lambda *a: None),
                 ):
@@ -432,6 +432,29 @@ class StudyTest(absltest.TestCase):
     def test_bad_storage_url_is_a_value_error(self):
         with self.assertRaisesRegex(ValueError, "sqlite:///.*unset for <workdir>/study.journal"):
             study.open_storage("foo://bar", tempfile.mkdtemp())
+
+
+class SearchFigureTest(absltest.TestCase):
+    def test_search_names_and_figure_without_learning_rate_and_reg(self):
+        self.assertEqual(search.SAMPLERS, tuple(samplers.SAMPLERS))
+        # One numeric dimension (and a choice): val accuracy against it, no colour scale.
+        dims = {
+            "learning_rate": space.Dim(1e-4, 1.0, "log"),
+            "optimizer": space.Dim(scale="choice", choices=("sgd", "adam")),
+        }
+        trials = [
+            {
+                "stage": s,
+                "status": "complete",
+                "hparams": {"learning_rate": lr, "optimizer": "sgd"},
+                "train_accuracy": acc,
+                "val_accuracy": acc,
+            }
+            for s, lr, acc in ((0, 1e-3, 0.5), (0, 1e-2, 0.7), (1, 3e-2, 0.8))
+        ]
+        path = os.path.join(tempfile.mkdtemp(), "search.png")
+        plots.search_trials(trials, dims, path, trials[-1])
+        self.assertGreater(os.path.getsize(path), 0)
 
 
 class BadInputTest(parameterized.TestCase):

@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 
-from absl.testing import absltest
 import chex
 import jax
 import numpy as np
+from absl.testing import absltest
 
 from lib import data, settings, sharding, train
 

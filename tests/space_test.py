@@ -1,21 +1,21 @@
-"""Tests for lib/space.py: parsing stages and spaces, random vs grid sampling, narrowing,
-border warnings, Optuna distributions."""
+"""Tests for lib/space.py (parsing stages and spaces, Optuna distributions),
+lib/samplers.py (random vs grid sampling) and lib/narrowing.py (narrowing, border warnings)."""
 
 import math
 import re
 
-from absl.testing import absltest, parameterized
 import numpy as np
 import optuna
+from absl.testing import absltest, parameterized
 
-from lib import settings, space
+from lib import narrowing, samplers, settings, space
 
 LOG_SPACE = {"learning_rate": space.Dim(1e-6, 10.0, "log"), "reg": space.Dim(1e-5, 1e-1, "log")}
 
 
 class SamplingTest(parameterized.TestCase):
     def test_log_uniform_range_and_distribution(self):
-        rows = space.sample_random(LOG_SPACE, 4000, seed=7)
+        rows = samplers.sample_random(LOG_SPACE, 4000, seed=7)
         lr = np.array([r["learning_rate"] for r in rows])
         self.assertTrue(np.all((lr >= 1e-6) & (lr <= 10.0)))
         # log10 values are uniform on [-6, 1]: Kolmogorov-Smirnov distance to the uniform CDF
@@ -29,23 +29,23 @@ class SamplingTest(parameterized.TestCase):
         np.testing.assert_allclose(counts, 1 / 7, atol=0.03)
 
     def test_random_row_is_the_notes_formula_and_independent_of_num(self):
-        row = space.sample_random(LOG_SPACE, 3, seed=[5, 1])[2]
+        row = samplers.sample_random(LOG_SPACE, 3, seed=[5, 1])[2]
         rng = np.random.default_rng([5, 1, 2])
         lr = 10 ** rng.uniform(-6, 1)  # names are drawn in sorted order: learning_rate, reg
         reg = 10 ** rng.uniform(-5, -1)
         self.assertAlmostEqual(row["learning_rate"], lr, places=12)
         self.assertAlmostEqual(row["reg"], reg, places=12)
-        self.assertEqual(space.sample_random(LOG_SPACE, 10, seed=[5, 1])[2], row)
+        self.assertEqual(samplers.sample_random(LOG_SPACE, 10, seed=[5, 1])[2], row)
 
     def test_grid_vs_random(self):
-        grid = space.sample_grid(LOG_SPACE, 16)
+        grid = samplers.sample_grid(LOG_SPACE, 16)
         self.assertLen(grid, 16)
         # 4 x 4 cell centres on the log scale: log10 lr = -6 + (i + 1/2) * 7/4.
         expected = sorted(10 ** (-6 + (i + 0.5) * 7 / 4) for i in range(4))
         np.testing.assert_allclose(sorted({r["learning_rate"] for r in grid}), expected)
         self.assertLen({(r["learning_rate"], r["reg"]) for r in grid}, 16)
         # The notes' point: random search tries 16 distinct learning rates, a grid only 4.
-        rand = space.sample_random(LOG_SPACE, 16, seed=0)
+        rand = samplers.sample_random(LOG_SPACE, 16, seed=0)
         self.assertLen({r["learning_rate"] for r in rand}, 16)
 
     def test_choices_and_integers(self):
@@ -53,20 +53,20 @@ class SamplingTest(parameterized.TestCase):
             "optimizer": space.Dim(scale="choice", choices=("sgd", "adam")),
             "hidden": space.Dim(10, 40, "linear"),
         }
-        rows = space.sample_random(dims, 200, seed=0)
+        rows = samplers.sample_random(dims, 200, seed=0)
         self.assertEqual({r["optimizer"] for r in rows}, {"sgd", "adam"})
         self.assertTrue(all(isinstance(r["hidden"], int) and 10 <= r["hidden"] <= 40 for r in rows))
-        self.assertLen(space.sample_grid(dims, 8), 8)  # 2 choices x 4 sizes
+        self.assertLen(samplers.sample_grid(dims, 8), 8)  # 2 choices x 4 sizes
 
     def test_linear_integers_are_uniform_endpoints_included(self):
-        rows = space.sample_random({"num_epochs": space.Dim(1, 4, "linear")}, 4000, seed=3)
+        rows = samplers.sample_random({"num_epochs": space.Dim(1, 4, "linear")}, 4000, seed=3)
         counts = np.bincount([r["num_epochs"] for r in rows], minlength=5)[1:]
         # Each of 1..4 has probability 1/4 (sd of a count: sqrt(4000 * 3/16) = 27); rounding
         # uniform(1, 4) would give the endpoints half weight (about 667 each).
         np.testing.assert_allclose(counts, 1000, atol=110)
 
     def test_log_integers_give_each_integer_its_log_cell(self):
-        rows = space.sample_random({"hidden": space.Dim(1, 4, "log")}, 4000, seed=4)
+        rows = samplers.sample_random({"hidden": space.Dim(1, 4, "log")}, 4000, seed=4)
         freq = np.bincount([r["hidden"] for r in rows], minlength=5)[1:] / 4000
         # P(k) = log((k + 1/2) / (k - 1/2)) / log(4.5 / 0.5): 0.5, 0.232, 0.153, 0.114.
         k = np.arange(1, 5)
@@ -75,14 +75,32 @@ class SamplingTest(parameterized.TestCase):
 
     def test_grid_keeps_each_rounded_integer_once(self):
         # k = 8 centres 10 + (i + 1/2) * 2/8 round to 10, 10, 11, 11, 11, 11, 12, 12.
-        grid = space.sample_grid({"hidden": space.Dim(10, 12, "linear")}, 8)
+        grid = samplers.sample_grid({"hidden": space.Dim(10, 12, "linear")}, 8)
         self.assertEqual(grid, [{"hidden": 10}, {"hidden": 11}, {"hidden": 12}])
 
     def test_top_indices_best_first_ties_in_order(self):
         scores = [0.1, 0.5, 0.3, 0.5, 0.2]
-        np.testing.assert_array_equal(space.top_indices(scores, 0.4), [1, 3])  # ceil(0.4*5)=2
-        np.testing.assert_array_equal(space.top_indices(scores, 0.01), [1])  # at least one
-        np.testing.assert_array_equal(space.top_indices(scores, 1.0), [1, 3, 2, 4, 0])
+        np.testing.assert_array_equal(narrowing.top_indices(scores, 0.4), [1, 3])  # ceil(0.4*5)=2
+        np.testing.assert_array_equal(narrowing.top_indices(scores, 0.01), [1])  # at least one
+        np.testing.assert_array_equal(narrowing.top_indices(scores, 1.0), [1, 3, 2, 4, 0])
+
+
+class SamplerRegistryTest(absltest.TestCase):
+    def test_one_entry_per_sampler_and_its_slots(self):
+        self.assertEqual(tuple(samplers.SAMPLERS), ("random", "grid", "tpe"))
+        self.assertEqual(
+            {n: s.name for n, s in samplers.SAMPLERS.items()}, {n: n for n in samplers.SAMPLERS}
+        )
+        random, grid, tpe = (samplers.SAMPLERS[n] for n in ("random", "grid", "tpe"))
+        self.assertEqual(
+            random.plan(LOG_SPACE, 5, [3, 1]), samplers.sample_random(LOG_SPACE, 5, [3, 1])
+        )
+        self.assertEqual(grid.num_slots(LOG_SPACE, 15), 16)  # rounded to a full 4 x 4 grid
+        self.assertEqual(random.num_slots(LOG_SPACE, 15), 15)
+        self.assertEqual(tpe.plan(LOG_SPACE, 3, [0, 0]), [{}, {}, {}])
+        self.assertIsNone(random.propose)
+        self.assertIsNone(grid.propose)
+        self.assertIs(tpe.propose, samplers.propose_tpe)
 
 
 class BorderAndNarrowTest(parameterized.TestCase):
@@ -97,21 +115,21 @@ class BorderAndNarrowTest(parameterized.TestCase):
     @parameterized.parameters(((1e-6, 1e-4), "high"), ((1e0, 1e1), "low"))
     def test_border_warning_fires_when_the_optimum_is_outside(self, bounds, side):
         dims = {"learning_rate": space.Dim(*bounds, "log"), "reg": LOG_SPACE["reg"]}
-        rows = space.sample_random(dims, 64, seed=0)
-        warnings = space.border_warnings(dims, rows, self._scores(rows))
+        rows = samplers.sample_random(dims, 64, seed=0)
+        warnings = narrowing.border_warnings(dims, rows, self._scores(rows))
         self.assertLen(warnings, 1)
         self.assertIn("learning_rate", warnings[0])
         self.assertIn(f"{side} border", warnings[0])
         self.assertIn(f"--config.search.space.learning_rate.{side}=", warnings[0])
 
     def test_border_warning_silent_when_the_optimum_is_inside(self):
-        rows = space.sample_random(LOG_SPACE, 64, seed=0)
-        self.assertEqual(space.border_warnings(LOG_SPACE, rows, self._scores(rows)), [])
+        rows = samplers.sample_random(LOG_SPACE, 64, seed=0)
+        self.assertEqual(narrowing.border_warnings(LOG_SPACE, rows, self._scores(rows)), [])
 
     def test_border_warning_at_a_hard_limit_says_so(self):
         dims = {"dropout": space.Dim(0.0, 0.5, "linear")}
         rows = [{"dropout": d} for d in np.linspace(0, 0.5, 20)]
-        warnings = space.border_warnings(dims, rows, [-r["dropout"] for r in rows])
+        warnings = narrowing.border_warnings(dims, rows, [-r["dropout"] for r in rows])
         self.assertLen(warnings, 1)
         self.assertIn("limit of valid dropout", warnings[0])
 
@@ -129,16 +147,23 @@ class BorderAndNarrowTest(parameterized.TestCase):
         dims = {name: space.Dim(*bounds, "linear")}
         rows = [{name: v} for v in np.linspace(*bounds, 20)]
         sign = -1 if side == "low" else 1
-        warnings = space.border_warnings(dims, rows, [sign * r[name] for r in rows])
+        warnings = narrowing.border_warnings(dims, rows, [sign * r[name] for r in rows])
         self.assertLen(warnings, 1)
         self.assertIn(f"{side} border", warnings[0])
         self.assertIn(f"--config.search.space.{flag}", warnings[0])
         self.assertRegex(warnings[0], re.escape(flag) + r"( |$)")
 
+    def test_border_warning_checks_the_sweeps_setup(self):
+        dims = {"dropout": space.Dim(0.1, 0.5, "linear")}
+        rows = [{"dropout": v} for v in np.linspace(0.1, 0.5, 20)]
+        setup = settings.Setup(4, 3, model="two_layer")
+        (w,) = narrowing.border_warnings(dims, rows, [-r["dropout"] for r in rows], setup)
+        self.assertIn("--config.search.space.dropout.low=0 ", w)
+
     def test_border_warning_at_the_smallest_integer_says_so(self):
         dims = {"hidden": space.Dim(1, 100, "linear")}
         rows = [{"hidden": h} for h in range(1, 101, 5)]
-        warnings = space.border_warnings(dims, rows, [-r["hidden"] for r in rows])
+        warnings = narrowing.border_warnings(dims, rows, [-r["hidden"] for r in rows])
         self.assertLen(warnings, 1)
         self.assertIn("limit of valid hidden", warnings[0])
 
@@ -148,12 +173,14 @@ class BorderAndNarrowTest(parameterized.TestCase):
         scores = [math.log10(r["learning_rate"]) for r in rows]  # best at the high side
         narrowed = {"learning_rate": space.Dim(1e-4, 1e-2, "log")}
         # The search narrowed the high bound itself: the optimum is inside the configured range.
-        self.assertEqual(space.border_warnings(narrowed, rows, scores, configured=configured), [])
+        self.assertEqual(
+            narrowing.border_warnings(narrowed, rows, scores, configured=configured), []
+        )
         # At the configured bound: the suggestion widens the configured range, not the stage's.
         at_bound = {"learning_rate": space.Dim(1e-4, 1e-1, "log")}
         rows = [{"learning_rate": v} for v in np.logspace(-4, -1, 20)]
         scores = [math.log10(r["learning_rate"]) for r in rows]
-        (w,) = space.border_warnings(at_bound, rows, scores, configured=configured)
+        (w,) = narrowing.border_warnings(at_bound, rows, scores, configured=configured)
         # configured [1e-6, 1e-1]: half its log-width (2.5 decades) above 1e-1 -> 10 ** 1.5.
         self.assertIn("configured range [1e-06, 0.1]", w)
         self.assertIn(f"learning_rate.high={10**1.5:.3g}", w)
@@ -175,21 +202,21 @@ class BorderAndNarrowTest(parameterized.TestCase):
             sign = -1 if side == "low" else 1
             scores = [sign * float(space.to_scale(dim, r["dropout"])) for r in rows]
             self.assertEqual(getattr(current["dropout"], side), getattr(dim, side), stage)
-            warnings = space.border_warnings(current, rows, scores, configured=configured)
+            warnings = narrowing.border_warnings(current, rows, scores, configured=configured)
             self.assertLen(warnings, 1, stage)
             self.assertIn(f"{side} border", warnings[0])
-            narrowed = space.narrow(current, rows, scores, top_fraction=0.25)
+            narrowed = narrowing.narrow(current, rows, scores, top_fraction=0.25)
             other = "high" if side == "low" else "low"
             self.assertNotEqual(getattr(narrowed["dropout"], other), getattr(dim, other))
             current = narrowed
 
     def test_stages_narrow_the_ranges_around_the_best(self):
         dims = {**LOG_SPACE, "optimizer": space.Dim(scale="choice", choices=("sgd", "adam"))}
-        rows = space.sample_random(dims, 64, seed=1)
+        rows = samplers.sample_random(dims, 64, seed=1)
         scores = [s + (r["optimizer"] == "adam") for s, r in zip(self._scores(rows), rows)]
-        new = space.narrow(dims, rows, scores, top_fraction=0.25)
+        new = narrowing.narrow(dims, rows, scores, top_fraction=0.25)
         self.assertEqual(new["optimizer"].choices, ("adam",))
-        top = [rows[i] for i in space.top_indices(scores, 0.25)]
+        top = [rows[i] for i in narrowing.top_indices(scores, 0.25)]
         for name in LOG_SPACE:
             old_w = math.log10(dims[name].high / dims[name].low)
             new_w = math.log10(new[name].high / new[name].low)
@@ -204,13 +231,13 @@ class BorderAndNarrowTest(parameterized.TestCase):
         # max(0.1 / 4, (0.95 - 0.05) / 20) = 0.045 -> [0.555, 0.745].
         dims = {"mu": space.Dim(0.05, 0.95, "linear"), "hidden": space.Dim(10, 100, "linear")}
         rows = [{"mu": m, "hidden": h} for m, h in ((0.1, 90), (0.6, 40), (0.7, 50), (0.9, 99))]
-        new = space.narrow(dims, rows, [0.0, 1.0, 0.9, 0.2], top_fraction=0.5)
+        new = narrowing.narrow(dims, rows, [0.0, 1.0, 0.9, 0.2], top_fraction=0.5)
         self.assertAlmostEqual(new["mu"].low, 0.555)
         self.assertAlmostEqual(new["mu"].high, 0.745)
         # hidden: [40, 50] padded by max(10 / 4, 90 / 20) = 4.5 -> floor/ceil of [35.5, 54.5].
         self.assertEqual((new["hidden"].low, new["hidden"].high), (35, 55))
         with self.assertRaisesRegex(ValueError, "without finished trials"):
-            space.narrow(dims, [], [], top_fraction=0.5)
+            narrowing.narrow(dims, [], [], top_fraction=0.5)
 
 
 class ParseTest(parameterized.TestCase):
