@@ -29,9 +29,6 @@ from lib import data, interrupt, members, metrics, plots, scores, settings
 from lib import model as model_lib
 from lib.types import Array, Params
 
-COMBINES = ("proba", "scores", "vote")
-
-
 # ----------------------------------------------------------------------------- prediction
 
 
@@ -103,14 +100,26 @@ def combine(scores: Array, how: str = "proba") -> Array:
         raise ValueError(
             f"scores must be (M, N, K) = (members, examples, classes), got shape {scores.shape}"
         )
-    if how == "scores":
-        return jax.nn.softmax(jnp.mean(scores, axis=0), axis=-1)
-    proba = jnp.mean(jax.nn.softmax(scores, axis=-1), axis=0)
-    if how == "proba":
-        return proba
+    return COMBINERS[how](scores)
+
+
+def _mean_proba(scores: Array) -> Array:
+    return jnp.mean(jax.nn.softmax(scores, axis=-1), axis=0)
+
+
+def _vote(scores: Array) -> Array:
     m, _, k = scores.shape
     votes = jnp.mean(jax.nn.one_hot(jnp.argmax(scores, axis=-1), k), axis=0)
-    return votes + proba * (0.5 / m)  # < one vote: only breaks ties
+    return votes + _mean_proba(scores) * (0.5 / m)  # < one vote: only breaks ties
+
+
+# How members' scores (M, N, K) combine (``ensemble.combine``): name -> function.
+COMBINERS = {
+    "proba": _mean_proba,
+    "scores": lambda scores: jax.nn.softmax(jnp.mean(scores, axis=0), axis=-1),
+    "vote": _vote,
+}
+COMBINES = tuple(COMBINERS)
 
 
 def predict_proba(stacked_params: Params, x: Array, model: str | settings.Setup) -> Array:
@@ -123,8 +132,9 @@ def predict_proba_linear_wide(stacked_params: Params, x: Array) -> Array:
     return combine(member_scores_linear_wide(stacked_params, x), "proba")
 
 
-_wide_jit = jax.jit(member_scores_linear_wide)
 _vmap_jit = jax.jit(member_scores, static_argnums=2)
+# Models whose stacked members score faster as one wide product than under vmap.
+WIDE = {"linear": jax.jit(member_scores_linear_wide)}
 
 
 @jax.jit
@@ -158,10 +168,10 @@ def stacked_scores(
     n = x.shape[0]
     out = []
     for g in groups:
-        linear = g.setup.model == "linear"
-        fn = _wide_jit if linear else _vmap_jit
-        args = () if linear else (g.setup.model,)
-        rows = chunk or (n if linear else max(1, _MAX_ELEMENTS // (len(g.names) * g.setup.hidden)))
+        wide = g.setup.model in WIDE
+        fn = WIDE.get(g.setup.model, _vmap_jit)
+        args = () if wide else (g.setup.model,)
+        rows = chunk or (n if wide else max(1, _MAX_ELEMENTS // (len(g.names) * _width(g.setup))))
         size = -(-n // -(-n // rows))  # ceil(n / number of chunks)
         parts = []
         for start in range(0, n, size):
@@ -172,6 +182,12 @@ def stacked_scores(
             parts.append(np.asarray(fn(g.params, xb, *args))[:, : size - pad])
         out.append(np.concatenate(parts, axis=1))
     return np.concatenate(out, axis=0)
+
+
+def _width(setup: settings.Setup) -> int:
+    """The widest layer a member computes per example (its sizes, or the class scores)."""
+    sizes = [getattr(setup, name) for name in scores.model(setup.model).sizes]
+    return max([setup.num_classes, *sizes])
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -33,7 +33,6 @@ import numpy as np
 from lib import checkpoints, data, interrupt, settings, sharding, sweep_report, train
 from lib.types import Array, Params, PRNGKey
 
-SOURCES = ("seeds", "search", "checkpoints", "ema")
 
 _INT_FIELDS = ("hidden", "num_epochs", "batch_size", "seed")
 _STR_FIELDS = ("optimizer", "model", "loss", "schedule")
@@ -92,7 +91,7 @@ def check_groups(
                 f"members {g.names} take {g.setup.num_features} features but the "
                 f"data have {num_features}; use the data set they were trained on"
             )
-        w = g.params["W" if g.setup.model == "linear" else "W2"]
+        w = g.params[max(k for k in g.params if k.startswith("W"))]  # the scores' layer
         if w.shape[0] != len(g.names) or w.shape[1] != g.setup.num_classes:
             raise ValueError(
                 f"group {g.names} holds params of shape {w.shape}, expected "
@@ -381,11 +380,17 @@ def build_members(options: Options, dataset: data.Dataset) -> tuple[list[Group],
     if source not in SOURCES:
         raise ValueError(f"unknown ensemble source {source!r}; valid: {', '.join(SOURCES)}")
     _check_size(options.size)
-    if source in ("seeds", "ema"):
-        groups, raw = from_seeds(options, dataset, ema=source == "ema")
-    elif source == "search":
-        groups, raw = from_search(options, dataset), None
-    else:
-        groups, raw = from_checkpoints(options, dataset), None
+    groups, raw = _SOURCES[source](options, dataset)
     check_groups(groups, dataset.num_features, dataset.num_classes)
     return groups, raw
+
+
+# Where members come from (``ensemble.source``): name -> builder of (groups, the raw final
+# weights' group for "ema", else None).
+_SOURCES = {
+    "seeds": from_seeds,
+    "search": lambda options, dataset: (from_search(options, dataset), None),
+    "checkpoints": lambda options, dataset: (from_checkpoints(options, dataset), None),
+    "ema": lambda options, dataset: from_seeds(options, dataset, ema=True),
+}
+SOURCES = tuple(_SOURCES)

@@ -14,7 +14,7 @@ import threadpoolctl
 
 from experiments.benchmarks import numpy_trainer, timing
 from experiments.benchmarks.options import Options
-from lib import data, settings, train
+from lib import data, scores, settings, train
 
 EPOCHS = 2  # the check: this many epochs from the same init, on the same minibatches
 
@@ -55,8 +55,8 @@ def epoch_inputs(opts: Options, **model) -> EpochInputs:
 def epoch_shapes(inp: EpochInputs) -> dict[str, int]:
     setup = inp.setup
     shapes = {"num_train": inp.n, "num_features": setup.num_features}
-    if setup.model == "two_layer":
-        shapes["hidden"] = setup.hidden
+    for name in scores.model(setup.model).sizes:  # e.g. a two-layer net's hidden
+        shapes[name] = getattr(setup, name)
     return shapes | {
         "num_classes": setup.num_classes,
         "batch_size": setup.batch_size,
