@@ -9,6 +9,11 @@ checks everything before it writes). A diverging run is reported the same way. A
 stopped by SIGINT or SIGTERM exits with 130 or 143 (``lib.interrupt``). Tracebacks are
 left for real bugs. ``--show_config`` prints the resolved config with each field's meaning.
 Compiled programs are cached on disk between runs (``_start_up``).
+
+Launched as several processes (``srun``, ``mpirun``, or the ``SCORELAB_*`` variables of
+``lib.distributed``), an experiment joins one multi-process JAX run before anything touches
+a device; only the experiments in ``MULTI_PROCESS`` can, the others refuse with one line and
+exit status 2. Processes other than 0 log warnings and errors only.
 """
 
 from __future__ import annotations
@@ -27,18 +32,22 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from lib import interrupt, metrics
+from lib import distributed, interrupt, metrics
+
+# The experiments that run as several processes of one multi-process JAX run.
+MULTI_PROCESS = ("experiments.sweep",)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Errors the library raises for bad input, each with a message that names the fix (OSError:
 # a missing data file or config file, a full disk).
 BAD_INPUT = (ValueError, OSError, FloatingPointError)
 
 
-def _fail(message: str) -> None:
-    """``error: <message>`` on one line (whitespace runs collapsed), then exit status 2."""
+def _fail(message: str, status: int = 2) -> None:
+    """``error: <message>`` on one line (whitespace runs collapsed), then exit ``status``."""
     one_line = re.sub(r"\s+", " ", message).strip()
     sys.stderr.write(f"error: {one_line}\n")
-    sys.exit(2)
+    distributed.exit_now(status)  # in a multi-process run, never JAX's shutdown barrier
 
 
 def unknown_field_message(field: str, paths: list[str]) -> str:
@@ -120,9 +129,7 @@ _FIELD_SOURCES = {
 }
 
 
-def field_docs(
-    root: str = os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-) -> dict[str, str]:
+def field_docs(root: str = _ROOT) -> dict[str, str]:
     """{dotted path: the comment on its line} for the fields of ``_FIELD_SOURCES``: lines
     ``c.<name> = ...  # doc``, and ``"<name>": ...  # doc`` inside ``c.<section> = ...``
     (or, in the search and ensemble files, inside their block)."""
@@ -177,11 +184,44 @@ def _start_up() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+def _program_name(main: Callable[..., Any]) -> str:
+    """The dotted name of the experiment that defines ``main`` (``experiments.sweep``), as
+    ``python -m`` names it or from its file's path."""
+    module = sys.modules.get(main.__module__)
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.name != "__main__":
+        return spec.name
+    path = os.path.abspath(getattr(module, "__file__", None) or sys.argv[0])
+    return os.path.relpath(os.path.splitext(path)[0], _ROOT).replace(os.sep, ".")
+
+
+def _join_processes(main: Callable[..., Any]) -> None:
+    """Joins the multi-process run this process was launched as part of (if any), before
+    anything touches a device; refuses (one line, exit 2) for an experiment that does not
+    run multi-process yet. Processes other than 0 then log only warnings and errors."""
+    try:
+        if not distributed.requested():
+            return
+    except ValueError as e:  # SCORELAB_* variables half set
+        _fail(str(e))
+    name = _program_name(main)
+    if name not in MULTI_PROCESS:
+        _fail(
+            f"{name} does not run multi-process yet; launch it as one process (unset "
+            f"{distributed.ENV_NUM_PROCESSES} / run outside srun, or set "
+            f"{distributed.ENV_NUM_PROCESSES}=1); multi-process: {', '.join(MULTI_PROCESS)}"
+        )
+    distributed.initialize()
+    if not distributed.is_main():
+        logging.set_verbosity(logging.WARNING)
+
+
 def _guarded(main: Callable[[list[str]], Any], defer_signals: bool, argv: list[str]) -> Any:
     if _SHOW_CONFIG.value:
         print(describe_config(flags.FLAGS.config, field_docs()))
         return None
     _start_up()
+    _join_processes(main)
     with interrupt.deferred() if defer_signals else contextlib.nullcontext():
         try:
             return main(argv)
@@ -191,9 +231,18 @@ def _guarded(main: Callable[[list[str]], Any], defer_signals: bool, argv: list[s
                 "again to resume",
                 e,
             )
-            sys.exit(e.exit_status)
+            distributed.exit_now(e.exit_status)
         except BAD_INPUT as e:
             _fail(str(e))
+        except jax.errors.JaxRuntimeError as e:
+            if not distributed.joined():
+                raise
+            _fail(  # a collective failed: a peer died (a real bug's traceback is in its log)
+                f"the multi-process run broke off ({str(e).strip().splitlines()[0][:300]}): "
+                "another process died or was killed (see its log); everything finished is "
+                "kept: run the same command again to resume",
+                status=1,
+            )
 
 
 def run(main: Callable[[list[str]], Any], defer_signals: bool = True) -> None:

@@ -16,6 +16,12 @@ batch (``search.trials_per_batch``), so TPE models each batch on those told befo
 later stage from its first trial on the earlier stage's. The best trial is the best complete
 one of the last stage that has any. Outputs: trials.csv, summary.json, search.png,
 best_hparams.json and the best trial's params (orbax).
+
+A sweep may also run as several processes of one multi-process JAX run (``lib.distributed``:
+``srun``, or the ``SCORELAB_*`` variables): each batch is then sharded over every process's
+devices, and the outputs equal those of one process with as many devices. Process 0 alone
+opens the study, decides every batch and writes the workdir (``sharding.leading``); the
+others only train the batches it sends them (``sharding.follow``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from absl import logging
 from lib import (
     checkpoints,
     data,
+    distributed,
     interrupt,
     metrics,
     plots,
@@ -87,17 +94,26 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
         and before it is stored (raising from it interrupts the sweep mid-batch).
 
     Returns:
-      the summary written to summary.json.
+      the summary written to summary.json (on the other processes of a multi-process run,
+      which write nothing: {}).
     """
     start = time.perf_counter()
     sweep = _read_config(config, workdir)  # raises before anything is written
-    storage = _open_study(sweep, workdir)
-    trainer = _trainer(sweep, callback)
-    progress = sweep_stage.Progress(
-        start, planned=[num for num, _ in sweep.stages], epochs=[e for _, e in sweep.stages]
+    distributed.check_same_on_all(
+        "the config and the data set", sweep.config_dict, *_arrays(sweep.dataset)
     )
-    records, stage_summaries, best = _run_stages(sweep, storage, trainer, progress)
-    return _write_outputs(workdir, sweep, records, stage_summaries, best, trainer, progress)
+    trainer = _trainer(sweep, callback)
+    if not distributed.is_main():  # a follower of a multi-process sweep: it only trains
+        sharding.follow(trainer.data, trainer.mesh)
+        return {}
+    with sharding.leading():
+        metrics.check_config(workdir, sweep.config_dict, "sweep", resumable=_RESUMABLE_CHANGES)
+        storage = _open_study(sweep, workdir)
+        progress = sweep_stage.Progress(
+            start, planned=[num for num, _ in sweep.stages], epochs=[e for _, e in sweep.stages]
+        )
+        records, stage_summaries, best = _run_stages(sweep, storage, trainer, progress)
+        return _write_outputs(workdir, sweep, records, stage_summaries, best, trainer, progress)
 
 
 class Sweep(NamedTuple):
@@ -119,7 +135,8 @@ class Sweep(NamedTuple):
 
 
 def _read_config(config: Any, workdir: str) -> Sweep:
-    """Parses and validates everything before the workdir is touched."""
+    """Parses and validates everything before the workdir is touched (except what the
+    workdir holds: ``run_search`` compares its config.json on process 0)."""
     s = config.search
     if s.sampler not in samplers.SAMPLERS:
         raise ValueError(f"unknown search.sampler {s.sampler!r}; valid: {', '.join(SAMPLERS)}")
@@ -142,7 +159,6 @@ def _read_config(config: Any, workdir: str) -> Sweep:
     settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
     check_space(space, setup, stages)
     config_dict = config.to_dict()
-    metrics.check_config(workdir, config_dict, "sweep", resumable=_RESUMABLE_CHANGES)
     return Sweep(
         space=space,
         stages=stages,
@@ -158,6 +174,11 @@ def _read_config(config: Any, workdir: str) -> Sweep:
         hparams=hparams,
         config_dict=config_dict,
     )
+
+
+def _arrays(ds: data.Dataset) -> list[np.ndarray]:
+    """The data set's arrays, for ``distributed.check_same_on_all``."""
+    return [ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test]
 
 
 def _open_study(sweep: Sweep, workdir: str):
@@ -177,7 +198,7 @@ def _open_study(sweep: Sweep, workdir: str):
 
 
 def _trainer(sweep: Sweep, callback) -> sweep_stage.Trainer:
-    """What every batch of this process's sweep shares (the data put on the devices)."""
+    """What every batch of the sweep shares (the data put on every process's devices)."""
     mesh = sharding.trial_mesh()
     return sweep_stage.Trainer(
         setup=sweep.setup,
@@ -305,16 +326,16 @@ def _best_params(
     if (
         os.path.exists(info)
         and metrics.read_json(info).get("trial") == ident
-        and checkpoints.steps(path)
+        and _ckpt().steps(path)
     ):
         like = jax.eval_shape(lambda: train.init_params(jax.random.key(0), setup))
-        return checkpoints.restore(path, 0, like=like), setup
+        return _ckpt().restore(path, 0, like=like), setup
     kept = progress.best_params.get(best["stage"])
     if kept is not None and kept[1] == best["slot"]:
         params = kept[2]
     else:
         row = sweep_stage.trial_hparams(trainer.hparams, best["hparams"])
-        state, _ = sharding.fit_trials(
+        state, _ = sharding.lead_fit(
             [best["seed"]], [row], trainer.data, setup, trainer.mesh, order_seed=best["order_seed"]
         )
         params = sharding.trial_params(state, 0)
@@ -328,9 +349,15 @@ def _save_params(path: str, params, owner: str) -> None:
     """Saves ``params`` to ``path`` through a temporary folder of its own (the processes of
     a sweep share its workdir): whole params or none, whichever process wins."""
     tmp = f"{path}.tmp-{owner.replace(':', '-')}"
-    checkpoints.save(tmp, 0, params)
+    _ckpt().save(tmp, 0, params)
     shutil.rmtree(path, ignore_errors=True)
     try:
         os.replace(tmp, path)
     except OSError:  # another process of the sweep put the same params there first
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ckpt():
+    """``lib.checkpoints``; in a multi-process run, its stand-in for process 0 alone (the
+    others never reach best_params/)."""
+    return checkpoints if jax.process_count() == 1 else distributed.solo_checkpoints

@@ -9,19 +9,27 @@ product, several times faster on a CPU than trials that each draw their own. M i
 to a multiple of the device count with copies of the first trial; the padding lanes are
 dropped from the results. Trials never interact: lane i computes exactly what ``fit`` would
 compute for trial i alone (up to float rounding), so a diverging lane poisons no other.
+
+In a multi-process run (``lib.distributed``) the mesh spans every process's devices, so the
+lanes (and the padding, to a multiple of the *global* device count) are those of one process
+with as many devices: the results are bitwise the same. Every process must then make the
+same ``fit_trials`` calls; in a sweep, process 0 decides them (``lead_fit``, inside
+``leading``) and the other processes ("followers") repeat each one (``follow``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
-from lib import settings, train
+from lib import distributed, interrupt, settings, train
 from lib.types import Params
 
 AXIS = "trials"
@@ -32,12 +40,18 @@ _batched_fit = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_a
 _batched_fit_shared_order = jax.jit(
     jax.vmap(train.fit, in_axes=(0, 0, None, None, None)), static_argnums=3
 )
+# Keys made and unmade inside jit: their inputs and outputs may span several processes.
+_make_keys = jax.jit(jax.vmap(jax.random.key))
+_wrap_key = jax.jit(jax.random.wrap_key_data)
+_key_data = jax.jit(jax.random.key_data)
 
 
 def trial_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh named ``"trials"`` over ``devices`` (default: all local devices)."""
-    devices = jax.local_devices() if devices is None else list(devices)
-    return Mesh(np.array(devices), (AXIS,))
+    """A 1-D mesh named ``"trials"`` over ``devices`` (default: every process's devices,
+    ``distributed.global_mesh``; in one process, all local devices)."""
+    if devices is None:
+        return distributed.global_mesh(AXIS)
+    return Mesh(np.array(list(devices)), (AXIS,))
 
 
 def padded_size(num_trials: int, num_devices: int) -> int:
@@ -50,9 +64,12 @@ def padded_size(num_trials: int, num_devices: int) -> int:
 
 
 def replicate(dataset: train.Data, mesh: Mesh) -> train.Data:
-    """Puts one copy of the data on every device of ``mesh`` (shared by all trials)."""
-    rep = NamedSharding(mesh, PartitionSpec())
-    return train.Data(*(jax.device_put(a, rep) for a in dataset))
+    """Puts one copy of the data on every device of ``mesh`` (shared by all trials). Every
+    process of a multi-process run must hold the same ``dataset``: each fills its own
+    devices from its own copy."""
+    return jax.tree.map(
+        lambda a: distributed.global_array(np.asarray(a), mesh, PartitionSpec()), dataset
+    )
 
 
 def full_hparams(rows: Sequence[dict[str, float]]) -> dict[str, np.ndarray]:
@@ -88,29 +105,139 @@ def fit_trials(
         own seed; a trial's result then depends only on (seed, hparams, order_seed).
 
     Returns:
-      (final TrainState, history) with a leading axis of len(rows), on the host (numpy).
+      (final TrainState, history) with a leading axis of len(rows), on the host (numpy),
+      on every process: with a mesh over several processes, every one must make this call.
     """
-    m = len(rows)
-    if m == 0 or len(seeds) != m:
-        raise ValueError(
-            f"need one seed per hparams row and at least one trial; got "
-            f"{len(seeds)} seeds and {m} rows"
-        )
+    m = _check_batch(seeds, rows)
     mesh = trial_mesh() if mesh is None else mesh
     lanes = padded_size(max(m, pad_to or m), mesh.size)
     seeds = list(seeds) + [seeds[0]] * (lanes - m)
     rows = list(rows) + [rows[0]] * (lanes - m)
-    shard = NamedSharding(mesh, PartitionSpec(AXIS))
-    keys = jax.device_put(jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32)), shard)
-    hparams = {k: jax.device_put(v, shard) for k, v in full_hparams(rows).items()}
+
+    def trial_axis(a):  # each process fills the lanes of its own devices
+        return distributed.global_array(a, mesh, PartitionSpec(AXIS))
+
+    keys = _make_keys(trial_axis(np.asarray(seeds, np.uint32)))
+    hparams = {k: trial_axis(v) for k, v in full_hparams(rows).items()}
     if order_seed is None:
         state, history = _batched_fit(keys, hparams, dataset, setup)
     else:
-        order_key = jax.device_put(jax.random.key(order_seed), NamedSharding(mesh, PartitionSpec()))
+        key_data = np.asarray(jax.random.key_data(jax.random.key(order_seed)))
+        order_key = _wrap_key(distributed.global_array(key_data, mesh, PartitionSpec()))
         state, history = _batched_fit_shared_order(keys, hparams, dataset, setup, order_key)
-    state = state._replace(key=jax.random.key_data(state.key))
-    state, history = jax.device_get((state, history))
+    state = state._replace(key=_key_data(state.key))
+    state, history = distributed.gather((state, history))  # every process: all lanes
     return jax.tree.map(lambda a: a[:m], (state, history))
+
+
+def _check_batch(seeds: Sequence[int], rows: Sequence[dict[str, float]]) -> int:
+    """The number of trials, after checking there is one seed per row and at least one."""
+    if len(rows) == 0 or len(seeds) != len(rows):
+        raise ValueError(
+            f"need one seed per hparams row and at least one trial; got "
+            f"{len(seeds)} seeds and {len(rows)} rows"
+        )
+    return len(rows)
+
+
+def lead_fit(
+    seeds: Sequence[int],
+    rows: Sequence[dict[str, float]],
+    dataset: train.Data,
+    setup: settings.Setup,
+    mesh: Mesh,
+    pad_to: int | None = None,
+    order_seed: int | None = None,
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """``fit_trials``, called by process 0 of a sweep: in a multi-process run every follower
+    (waiting in ``follow``) receives the call and makes it too, with the same values (they
+    travel as JSON: exact). In one process, exactly ``fit_trials``.
+
+    Args:
+      seeds, rows, dataset, setup, mesh, pad_to, order_seed: as ``fit_trials`` takes them.
+
+    Returns:
+      ``fit_trials``'s (final TrainState, history), on the host (numpy).
+    """
+    _check_batch(seeds, rows)  # before the followers are told: they would wait in the fit
+    call = distributed.broadcast_json(
+        {
+            "op": "fit",
+            "seeds": [int(s) for s in seeds],
+            "rows": [dict(row) for row in rows],
+            "setup": dataclasses.asdict(setup),
+            "pad_to": pad_to,
+            "order_seed": order_seed,
+        }
+    )
+    return _fit_call(call, dataset, mesh)
+
+
+def _fit_call(call: dict[str, Any], dataset: train.Data, mesh: Mesh):
+    setup = settings.Setup(**call["setup"])  # equal, so the same compiled program
+    return fit_trials(
+        call["seeds"], call["rows"], dataset, setup, mesh, call["pad_to"], call["order_seed"]
+    )
+
+
+def follow(dataset: train.Data, mesh: Mesh) -> None:
+    """A follower's part of a sweep: makes every ``fit_trials`` call process 0 makes
+    (``lead_fit``) until process 0 stops. Returns when the sweep finished; when process 0
+    stopped on bad input, a signal or an error, leaves the run with the others and raises
+    (or exits) as process 0 does: ``ValueError`` with its message, ``interrupt.Interrupted``
+    with its signal, else exit status 1 with one line."""
+    while (call := distributed.broadcast_json(None))["op"] != "stop":
+        if call["op"] == "fit":
+            _fit_call(call, dataset, mesh)
+    if call["status"] == 0:
+        distributed.barrier("sweep-done")
+        return
+    distributed.shutdown()
+    if call["kind"] == "interrupted":
+        raise interrupt.Interrupted(call["status"] - 128)
+    if call["kind"] == "bad_input":
+        raise ValueError(call["message"])
+    sys.stderr.write(f"error: process 0 failed: {call['message']}\n")
+    distributed.exit_now(call["status"])
+
+
+def keep_followers_waiting() -> None:
+    """Process 0, in a long stretch without fits (waiting for other workers of a shared
+    study): a short message, so that no follower waits in one collective for long."""
+    distributed.broadcast_json({"op": "wait"})
+
+
+def _stop(status: int, kind: str, message: str) -> None:
+    distributed.broadcast_json({"op": "stop", "status": status, "kind": kind, "message": message})
+    if status == 0:
+        distributed.barrier("sweep-done")
+    else:
+        distributed.shutdown()  # with the followers: then every process may exit at once
+
+
+@contextlib.contextmanager
+def leading() -> Iterator[None]:
+    """Process 0's part of a sweep, around everything it alone decides: on leaving, tells
+    the followers (in ``follow``) to stop, with how it stopped (finished; bad input, exit
+    status 2; a signal, 128 + its number; another error, 1) and then re-raises. A
+    ``JaxRuntimeError`` (a collective failed: a peer died) is not told: the peers fail on
+    their own. A no-op in one process."""
+    if jax.process_count() == 1:
+        yield
+        return
+    try:
+        yield
+    except interrupt.Interrupted as e:
+        _stop(e.exit_status, "interrupted", str(e))
+        raise
+    except (ValueError, OSError, FloatingPointError) as e:  # cli.BAD_INPUT: exit status 2
+        _stop(2, "bad_input", str(e))
+        raise
+    except Exception as e:
+        if not isinstance(e, jax.errors.JaxRuntimeError):
+            _stop(1, "error", f"{type(e).__name__}: {e}")
+        raise
+    _stop(0, "finished", "")
 
 
 def diverged(history: dict[str, np.ndarray]) -> np.ndarray:

@@ -5,7 +5,9 @@ one structure is one vmapped, sharded ``train.fit`` (``lib.sharding``) whose tri
 minibatch order ``seed`` (common random numbers), so TPE models each batch on the trials told
 before it. What every batch of this process shares is a :class:`Trainer`; what it counts
 over the sweep (the summary's counts, the progress lines' inputs, each stage's best params
-kept in memory) is its :class:`Progress`.
+kept in memory) is its :class:`Progress`. In a multi-process run all of this is process
+0's: each batch it trains goes to the other processes too (``sharding.lead_fit``), which see
+nothing else.
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, trainer: Trainer) 
     # so few compiles), at most the batch.
     lanes = min(full, max(1 << (len(items) - 1).bit_length(), full // 4))
     t0 = time.perf_counter()
-    state, history = sharding.fit_trials(
+    state, history = sharding.lead_fit(  # in a multi-process sweep, every process trains it
         seeds, rows, trainer.data, setup, trainer.mesh, lanes, order_seed=trainer.seed
     )
     share = (time.perf_counter() - t0) / len(items)
@@ -291,6 +293,7 @@ def _wait_for_others(stage: Stage, trainer: Trainer, progress: Progress) -> bool
             "stage %d: waiting for %d trials other processes are running", stage.index, others
         )
         progress.waiting_for = others
+    sharding.keep_followers_waiting()  # a multi-process sweep's other processes wait too
     time.sleep(WAIT_SECONDS)
     return True
 
