@@ -94,8 +94,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     device_data = to_device(run.dataset)
     hp = settings.float32_hparams(run.hparams)
-    state, history = _start(run, hp, ckpt_dir, done[-1] if done else 0, workdir)
-    state = _train(run, hp, device_data, state, history, ckpt_dir, workdir)
+    start = done[-1] if done else 0
+    state, history = _start(run, hp, ckpt_dir, start, workdir)
+    state = _train(run, hp, device_data, state, history, start, ckpt_dir, workdir)
 
     summary = _summarize(state, run.dataset, run.setup, history)
     _figures(state, run, history, workdir)
@@ -161,10 +162,13 @@ def _compile_epoch(run: Run, state, hp, device_data):
     return epoch_fn
 
 
-def _train(run: Run, hp, device_data, state, history: list[dict], ckpt_dir: str, workdir: str):
-    """Trains the epochs after ``history``'s last, appending each one's record to ``history``
-    and metrics.jsonl; checkpoints by the policy, and at a signal (then re-raised)."""
-    setup, start = run.setup, history[-1]["epoch"] if history else 0
+def _train(
+    run: Run, hp, device_data, state, history: list[dict], start: int, ckpt_dir: str, workdir: str
+):
+    """Trains the epochs after ``start`` (the epoch ``state`` comes from), appending each
+    one's record to ``history`` and metrics.jsonl; checkpoints by the policy, and at a signal
+    (then re-raised)."""
+    setup = run.setup
     if start < setup.num_epochs:
         epoch_fn = _compile_epoch(run, state, hp, device_data)
     metrics_path = os.path.join(workdir, "metrics.jsonl")

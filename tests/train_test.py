@@ -174,6 +174,15 @@ class DefaultConfigTest(TmpTestCase):
 
 
 class ResumeTest(TmpTestCase):
+    def test_a_lost_metrics_file_resumes_from_the_last_checkpoint(self):
+        workdir = self.tmpdir()
+        train.train_and_evaluate(_config("digits_softmax"), workdir)
+        os.remove(os.path.join(workdir, "metrics.jsonl"))
+        train.train_and_evaluate(_config("digits_softmax", **{"train.num_epochs": 3}), workdir)
+        records = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+        self.assertEqual([r["epoch"] for r in records], [3])  # epochs 1-2: the checkpoint's
+        self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1, 2, 3])
+
     @parameterized.named_parameters(
         ("linear_momentum", "digits_softmax", {}),
         (
