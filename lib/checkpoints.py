@@ -5,6 +5,10 @@ A checkpoint is any pytree of arrays (params, optimizer state, EMA, epoch, raw k
 Saving is synchronous so that a run killed right after ``save`` returns never leaves a
 half-written checkpoint behind; orbax writes to a temporary folder and renames it, so an
 interrupted save is never mistaken for a finished one.
+
+``solo=True`` (every function) is for process 0 of a multi-process run alone, while the
+others do not take part (a sweep's best_params/): no barrier with them, which they would
+never reach, and host numpy arrays restored.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, Iterator, Optional, Union
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -31,18 +36,27 @@ def _quiet() -> Iterator[None]:
 
 @contextlib.contextmanager
 def manager(
-    directory: str, create: bool = True, keep: Optional[int] = None
+    directory: str, create: bool = True, keep: Optional[int] = None, solo: bool = False
 ) -> Iterator[ocp.CheckpointManager]:
     """An open orbax CheckpointManager for ``directory``; reuse it for many saves.
 
     ``keep``: how many of the latest checkpoints to keep (None: all); older ones are deleted
-    as new ones are saved, the latest is always kept.
+    as new ones are saved, the latest is always kept. ``solo``: see the module docstring.
     """
+    solo_options = {}
+    if solo:  # orbax refuses create=True for a subset of the processes: make it here
+        if create:
+            os.makedirs(directory, exist_ok=True)
+        create = False
+        solo_options["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+            primary_host=0, active_processes={0}
+        )
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         create=create,
         enable_async_checkpointing=False,
         cleanup_tmp_directories=create,  # a save a hard kill cut short leaves a *-tmp folder
+        **solo_options,
     )
     with _quiet():
         mngr = ocp.CheckpointManager(os.path.abspath(directory), options=options)
@@ -53,15 +67,17 @@ def manager(
             mngr.close()
 
 
-def steps(directory: str) -> list[int]:
+def steps(directory: str, solo: bool = False) -> list[int]:
     """The saved steps (epochs) in ``directory``, oldest first; [] if there are none."""
     if not os.path.isdir(directory):
         return []
-    with manager(directory, create=False) as mngr:
+    with manager(directory, create=False, solo=solo) as mngr:
         return sorted(mngr.all_steps())
 
 
-def save(target: Union[str, ocp.CheckpointManager], step: int, tree: Any) -> None:
+def save(
+    target: Union[str, ocp.CheckpointManager], step: int, tree: Any, solo: bool = False
+) -> None:
     """Saves ``tree`` as checkpoint ``step`` unless that step is already saved.
 
     Args:
@@ -69,9 +85,10 @@ def save(target: Union[str, ocp.CheckpointManager], step: int, tree: Any) -> Non
         saving every epoch).
       step: the step (epoch) number.
       tree: a pytree of arrays.
+      solo: see the module docstring (with a folder as ``target``).
     """
     if isinstance(target, str):
-        with manager(target) as mngr:
+        with manager(target, solo=solo) as mngr:
             return save(mngr, step, tree)
     with _quiet():
         if step not in target.all_steps():
@@ -79,7 +96,9 @@ def save(target: Union[str, ocp.CheckpointManager], step: int, tree: Any) -> Non
             target.wait_until_finished()
 
 
-def restore(directory: str, step: Optional[int] = None, like: Any = None) -> Any:
+def restore(
+    directory: str, step: Optional[int] = None, like: Any = None, solo: bool = False
+) -> Any:
     """Restores checkpoint ``step`` (default: the latest).
 
     Args:
@@ -87,11 +106,12 @@ def restore(directory: str, step: Optional[int] = None, like: Any = None) -> Any
       step: which step; None for the latest.
       like: a pytree with the target structure, shapes and dtypes (arrays or
         ``jax.ShapeDtypeStruct``); None restores the tree as saved.
+      solo: see the module docstring (``like`` required; numpy arrays come back).
 
     Raises:
       FileNotFoundError: there is no such checkpoint.
     """
-    available = steps(directory)
+    available = steps(directory, solo)
     if not available:
         raise FileNotFoundError(
             f"no checkpoint in {directory!r}: train a model into this workdir first "
@@ -102,8 +122,11 @@ def restore(directory: str, step: Optional[int] = None, like: Any = None) -> Any
         raise FileNotFoundError(
             f"no checkpoint for step {step} in {directory!r}; available steps: {available}"
         )
-    with manager(directory, create=False) as mngr, _quiet():
+    with manager(directory, create=False, solo=solo) as mngr, _quiet():
         if like is None:
             return mngr.restore(step, args=ocp.args.StandardRestore())
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
+        if solo:  # host arrays: process 0 alone cannot place arrays on the global devices
+            abstract = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)
+        else:
+            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
         return mngr.restore(step, args=ocp.args.StandardRestore(abstract))

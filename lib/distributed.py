@@ -25,19 +25,16 @@ Besides the mesh and arrays (``global_mesh``, ``global_array``, ``gather``), the
 multi-process entry point needs: ``broadcast_from_main`` (numbers) and ``broadcast_json``
 (process 0's decisions, e.g. the next batch of a sweep), ``barrier``, ``check_same_on_all``
 (every host loaded the same data and config), ``shutdown`` (all leave together) and
-``exit_now`` (leave at once, never waiting in JAX's shutdown barrier), and
-``solo_checkpoints`` (orbax files that process 0 writes alone).
+and ``exit_now`` (leave at once, never waiting in JAX's shutdown barrier). Orbax files
+that process 0 writes alone: ``lib.checkpoints`` with ``solo=True``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import types
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -312,61 +309,3 @@ def global_array(host_array: Any, mesh: Mesh, spec: PartitionSpec) -> jax.Array:
     return jax.make_array_from_callback(
         host_array.shape, NamedSharding(mesh, spec), lambda index: host_array[index]
     )
-
-
-@contextlib.contextmanager
-def _solo_manager(directory: str, create: bool) -> Iterator[Any]:
-    """An orbax CheckpointManager that process 0 uses alone (no barrier with the others,
-    which a manager of every process would wait in forever)."""
-    import orbax.checkpoint as ocp  # only where checkpoints are written
-    from absl import logging
-
-    if create:
-        os.makedirs(directory, exist_ok=True)
-    options = ocp.CheckpointManagerOptions(
-        create=False,  # orbax refuses create=True for a subset of the processes
-        enable_async_checkpointing=False,
-        cleanup_tmp_directories=False,
-        multiprocessing_options=ocp.options.MultiprocessingOptions(
-            primary_host=0, active_processes={0}
-        ),
-    )
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(min(verbosity, logging.WARNING))  # orbax's INFO chatter
-    try:
-        with ocp.CheckpointManager(os.path.abspath(directory), options=options) as mngr:
-            yield mngr
-    finally:
-        logging.set_verbosity(verbosity)
-
-
-def _solo_steps(directory: str) -> list[int]:
-    if not os.path.isdir(directory):
-        return []
-    with _solo_manager(directory, create=False) as mngr:
-        return sorted(mngr.all_steps())
-
-
-def _solo_save(directory: str, step: int, tree: Any) -> None:
-    import orbax.checkpoint as ocp
-
-    with _solo_manager(directory, create=True) as mngr:
-        if step not in mngr.all_steps():
-            mngr.save(step, args=ocp.args.StandardSave(tree))
-            mngr.wait_until_finished()
-
-
-def _solo_restore(directory: str, step: int, like: Any) -> Any:
-    import orbax.checkpoint as ocp
-
-    if step not in _solo_steps(directory):
-        raise FileNotFoundError(f"no checkpoint for step {step} in {directory!r}")
-    target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)  # host arrays
-    with _solo_manager(directory, create=False) as mngr:
-        return mngr.restore(step, args=ocp.args.StandardRestore(target))
-
-
-# ``lib.checkpoints``' steps / save / restore (``like`` required) for process 0 alone in a
-# multi-process run (the sweep's best_params/): host numpy in and out, written where only
-# process 0 looks. A stand-in until lib.checkpoints takes such an option itself.
-solo_checkpoints = types.SimpleNamespace(steps=_solo_steps, save=_solo_save, restore=_solo_restore)

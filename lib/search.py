@@ -326,10 +326,10 @@ def _best_params(
     if (
         os.path.exists(info)
         and metrics.read_json(info).get("trial") == ident
-        and _ckpt().steps(path)
+        and checkpoints.steps(path, solo=_solo())
     ):
         like = jax.eval_shape(lambda: train.init_params(jax.random.key(0), setup))
-        return _ckpt().restore(path, 0, like=like), setup
+        return checkpoints.restore(path, 0, like=like, solo=_solo()), setup
     kept = progress.best_params.get(best["stage"])
     if kept is not None and kept[1] == best["slot"]:
         params = kept[2]
@@ -349,7 +349,7 @@ def _save_params(path: str, params, owner: str) -> None:
     """Saves ``params`` to ``path`` through a temporary folder of its own (the processes of
     a sweep share its workdir): whole params or none, whichever process wins."""
     tmp = f"{path}.tmp-{owner.replace(':', '-')}"
-    _ckpt().save(tmp, 0, params)
+    checkpoints.save(tmp, 0, params, solo=_solo())
     shutil.rmtree(path, ignore_errors=True)
     try:
         os.replace(tmp, path)
@@ -357,7 +357,7 @@ def _save_params(path: str, params, owner: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _ckpt():
-    """``lib.checkpoints``; in a multi-process run, its stand-in for process 0 alone (the
-    others never reach best_params/)."""
-    return checkpoints if jax.process_count() == 1 else distributed.solo_checkpoints
+def _solo() -> bool:
+    """Whether best_params/ is process 0's alone (a multi-process run: the others never
+    reach it)."""
+    return jax.process_count() > 1

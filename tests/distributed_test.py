@@ -30,7 +30,7 @@ WAIT_S = 60  # no subprocess is ever waited for longer
 _WORKER = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from lib import distributed
+from lib import checkpoints, distributed
 distributed.initialize()
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import PartitionSpec as P
@@ -79,10 +79,10 @@ if distributed.is_main():
     with open(out, "w") as f:
         json.dump(result, f)
     # Process 0 alone saves and restores with orbax while the other waits (no deadlock).
-    ckpt, solo = f"{out}.ckpt", distributed.solo_checkpoints
-    solo.save(ckpt, 0, {"w": w})
-    assert solo.steps(ckpt) == [0], solo.steps(ckpt)
-    assert np.array_equal(solo.restore(ckpt, 0, like={"w": w})["w"], w)
+    ckpt = f"{out}.ckpt"
+    checkpoints.save(ckpt, 0, {"w": w}, solo=True)
+    assert checkpoints.steps(ckpt, solo=True) == [0], checkpoints.steps(ckpt, solo=True)
+    assert np.array_equal(checkpoints.restore(ckpt, 0, like={"w": w}, solo=True)["w"], w)
 distributed.barrier("saved")
 if mode == "once":  # last: a failed check leaves the multi-process run
     try:
