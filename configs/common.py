@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
             "train_eval_size": 1000,  # examples scored for the per-epoch train accuracy
             "checkpoint_every": 5,  # epochs between checkpoints (the last epoch is always saved)
             "keep_checkpoints": 8,  # the latest checkpoints kept (0: all)
+            "data_parallel": False,  # split each minibatch over every device of every process
         }
     )
     return c

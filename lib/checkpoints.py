@@ -6,7 +6,8 @@ Saving is synchronous so that a run killed right after ``save`` returns never le
 half-written checkpoint behind; orbax writes to a temporary folder and renames it, so an
 interrupted save is never mistaken for a finished one.
 
-``solo=True`` (every function) is for process 0 of a multi-process run alone, while the
+In a multi-process run every process makes the same calls together: orbax writes each array
+once, whichever processes' devices hold it. ``solo=True`` (every function) is for process 0 of a multi-process run alone, while the
 others do not take part (a sweep's best_params/): no barrier with them, which they would
 never reach, and host numpy arrays restored.
 """
@@ -96,6 +97,11 @@ def save(
             target.wait_until_finished()
 
 
+def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
+    sharding = leaf.sharding if isinstance(leaf, jax.Array) else None
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
 def restore(
     directory: str, step: Optional[int] = None, like: Any = None, solo: bool = False
 ) -> Any:
@@ -105,7 +111,9 @@ def restore(
       directory: the checkpoint folder.
       step: which step; None for the latest.
       like: a pytree with the target structure, shapes and dtypes (arrays or
-        ``jax.ShapeDtypeStruct``); None restores the tree as saved.
+        ``jax.ShapeDtypeStruct``), and for ``jax.Array`` leaves their layout over the devices
+        (a checkpoint is restored onto any devices, of any number of processes: it holds the
+        full values); None restores the tree as saved.
       solo: see the module docstring (``like`` required; numpy arrays come back).
 
     Raises:
@@ -128,5 +136,5 @@ def restore(
         if solo:  # host arrays: process 0 alone cannot place arrays on the global devices
             abstract = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)
         else:
-            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
+            abstract = jax.tree.map(_abstract, like)
         return mngr.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -35,7 +35,7 @@ from ml_collections import config_flags
 from lib import distributed, interrupt, metrics
 
 # The experiments that run as several processes of one multi-process JAX run.
-MULTI_PROCESS = ("experiments.sweep",)
+MULTI_PROCESS = ("experiments.sweep", "experiments.train", "experiments.ensemble")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Errors the library raises for bad input, each with a message that names the fix (OSError:

@@ -107,6 +107,10 @@ class Dataset:
         """Whether each row is an image (H, W) or (H, W, C), not a plain feature vector."""
         return len(self.image_shape) >= 2
 
+    def arrays(self) -> list[np.ndarray]:
+        """Every split's x and y (what ``lib.distributed.check_same_on_all`` compares)."""
+        return [self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test]
+
     def describe(self) -> str:
         shape = f" (image {self.image_shape})" if self.is_image else ""
         return (

@@ -24,23 +24,27 @@ peer``). Either way no process waits forever.
 Besides the mesh and arrays (``global_mesh``, ``global_array``, ``gather``), the helpers a
 multi-process entry point needs: ``broadcast_from_main`` (numbers) and ``broadcast_json``
 (process 0's decisions, e.g. the next batch of a sweep), ``barrier``, ``check_same_on_all``
-(every host loaded the same data and config), ``shutdown`` (all leave together) and
-and ``exit_now`` (leave at once, never waiting in JAX's shutdown barrier). Orbax files
-that process 0 writes alone: ``lib.checkpoints`` with ``solo=True``.
+(every host loaded the same data and config), ``shutdown`` (all leave together),
+``leaving_together``, ``exit_now`` (leave at once, never waiting in JAX's shutdown barrier)
+and ``check_interrupt`` (a safe point that every process passes, or stops at, together). Orbax
+files that process 0 writes alone: ``lib.checkpoints`` with ``solo=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import zlib
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lib import interrupt
 
 ENV_COORDINATOR = "SCORELAB_COORDINATOR"
 ENV_NUM_PROCESSES = "SCORELAB_NUM_PROCESSES"
@@ -284,6 +288,33 @@ def check_same_on_all(what: str, *values: Any) -> None:
             "process 0; every process must run the same command on the same files (the "
             "same --config overrides, the same data set files on every host)"
         )
+
+
+@contextlib.contextmanager
+def leaving_together(errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Around code that every process runs on the same values (after ``check_same_on_all``),
+    so that it raises any of ``errors`` on every process at the same point: the processes
+    then leave the run together (``shutdown``) before the error propagates, and none is cut
+    off by another's exit (JAX aborts a process whose coordinator, process 0, is gone).
+    Other errors (a dead peer's failed collective) propagate at once."""
+    try:
+        yield
+    except errors:
+        shutdown()
+        raise
+
+
+def check_interrupt() -> None:
+    """``interrupt.check()`` agreed by every process: raises ``interrupt.Interrupted`` on all
+    of them as soon as any one has received a signal (a scheduler may signal one task only),
+    so that all stop at the same safe point, where they save together. Every process must
+    call it at the same points; in one process it is ``interrupt.check()``."""
+    if jax.process_count() == 1:
+        return interrupt.check()
+    got = multihost_utils.process_allgather(np.int32(interrupt.received() or 0))
+    signums = [int(s) for s in np.asarray(got).reshape(-1) if s]
+    if signums:
+        raise interrupt.Interrupted(signums[0])
 
 
 def _gather_leaf(leaf: Any) -> np.ndarray:

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec
 
-from lib import data, schedules, scores, settings, updates
+from lib import data, distributed, schedules, scores, settings, updates
 from lib.model import accuracy, evaluate, init_params, objective
 from lib.settings import DEFAULT_HPARAMS, Setup
 from lib.types import Array, Params, PRNGKey
@@ -154,6 +155,7 @@ def train_epoch(
     order_key: PRNGKey | None = None,
     epoch: Array | None = None,
     row_blocks: int = ROW_BLOCKS,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ):
     """One pass over (x, y): returns the new state, mean minibatch loss and update ratio.
 
@@ -165,6 +167,10 @@ def train_epoch(
         for all of them and their products become one wide matrix product.
       epoch: ``state.epoch`` (the default), passed unbatched by ``fit`` for the same reason.
       row_blocks: the row blocks of a minibatch of pixels (`ROW_BLOCKS`; 1 for none).
+      batch_sharding: data-parallel training: each step's minibatch indices are laid out by
+        it (split over a ``"batch"`` mesh axis of replicated data and params), so each device
+        gathers and scores its share of the rows and XLA sums the gradients across devices
+        (the same update as on one device, up to float rounding). Minibatch rules only.
     """
     full_batch = settings.is_full_batch(setup)
     epoch = state.epoch if epoch is None else epoch
@@ -181,6 +187,8 @@ def train_epoch(
     def step(carry, inputs):
         params, opt_state, ema, ema_state = carry
         i, batch = inputs
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         xb, yb, blocks = minibatch(batch)
         key = jax.random.fold_in(dropout_key, i) if use_dropout else None
         value, grads = jax.value_and_grad(objective)(params, xb, yb, hparams, setup, key, blocks)
@@ -214,10 +222,12 @@ def run_epoch(
     order_key: PRNGKey | None = None,
     epoch: Array | None = None,
     row_blocks: int = ROW_BLOCKS,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ):
     """``train_epoch`` then the per-epoch accuracies; returns (state, metrics)."""
+    x, y = dataset.x_train, dataset.y_train
     state, m = train_epoch(
-        state, hparams, dataset.x_train, dataset.y_train, setup, order_key, epoch, row_blocks
+        state, hparams, x, y, setup, order_key, epoch, row_blocks, batch_sharding
     )
     # Every stride-th example, so a training set sorted by class is still sampled evenly.
     n = dataset.x_train.shape[0]
@@ -277,12 +287,18 @@ def fit(
     )
 
 
-def to_device(ds: data.Dataset) -> Data:
-    """The training and validation splits on the device; pixels stay uint8 (`data.Pixels`)."""
+def to_device(ds: data.Dataset, mesh: jax.sharding.Mesh | None = None) -> Data:
+    """The training and validation splits on the device; pixels stay uint8 (`data.Pixels`).
+
+    With a ``mesh``: one copy on every device of it (of every process, each filling its own
+    devices from its own ``ds``, which must hold the same values on every process)."""
     x_train = ds.x_train
     if ds.train_pixels is not None:
         x_train = data.Pixels(ds.train_pixels, ds.mean, np.float32(ds.scale))
-    return jax.device_put(Data(x_train, ds.y_train, ds.x_val, ds.y_val))
+    tree = Data(x_train, ds.y_train, ds.x_val, ds.y_val)
+    if mesh is None:
+        return jax.device_put(tree)
+    return jax.tree.map(lambda a: distributed.global_array(a, mesh, PartitionSpec()), tree)
 
 
 def to_checkpoint(state: TrainState) -> dict:

@@ -40,6 +40,11 @@ def check() -> None:
         raise Interrupted(_received[0])
 
 
+def received() -> int | None:
+    """The first signal recorded since ``deferred()`` began (its number), or None."""
+    return _received[0] if _received else None
+
+
 def _handler(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
     if _received:  # the second signal: stop now

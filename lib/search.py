@@ -100,7 +100,7 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
     start = time.perf_counter()
     sweep = _read_config(config, workdir)  # raises before anything is written
     distributed.check_same_on_all(
-        "the config and the data set", sweep.config_dict, *_arrays(sweep.dataset)
+        "the config and the data set", sweep.config_dict, *sweep.dataset.arrays()
     )
     trainer = _trainer(sweep, callback)
     if not distributed.is_main():  # a follower of a multi-process sweep: it only trains
@@ -174,11 +174,6 @@ def _read_config(config: Any, workdir: str) -> Sweep:
         hparams=hparams,
         config_dict=config_dict,
     )
-
-
-def _arrays(ds: data.Dataset) -> list[np.ndarray]:
-    """The data set's arrays, for ``distributed.check_same_on_all``."""
-    return [ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test]
 
 
 def _open_study(sweep: Sweep, workdir: str):

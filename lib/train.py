@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import checkpoints, data, interrupt, metrics, plots, scores, settings
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lib import checkpoints, data, distributed, interrupt, metrics, plots, scores, settings
 from lib.epoch import (  # noqa: F401  (re-exported: the trainer's API)
     ROW_BLOCKS,
     Data,
@@ -51,7 +53,19 @@ from lib.model import (  # noqa: F401  (re-exported: the model's functions)
 from lib.settings import Setup, num_params
 
 # Config fields a rerun may change in a workdir that holds checkpoints.
-RESUMABLE_CHANGES = ("train.num_epochs", "train.checkpoint_every", "train.keep_checkpoints")
+RESUMABLE_CHANGES = (
+    "train.num_epochs",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.data_parallel",
+)
+# The mesh axis a data-parallel run splits each minibatch over (``train.data_parallel``).
+BATCH_AXIS = "batch"
+# A checkpoint's pytree and back, inside jit (their arrays may span several processes); a
+# state's own buffers (the epoch donates its input state).
+_to_checkpoint = jax.jit(to_checkpoint)
+_from_checkpoint = jax.jit(from_checkpoint)
+_own_buffers = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 SPLITS = ("train", "val", "test")
 # How a model's input weights are drawn (``scores.Model.figure``): figure -> plot function.
 WEIGHT_FIGURES = {"templates": plots.class_templates, "first_layer": plots.first_layer}
@@ -66,6 +80,7 @@ class Run(NamedTuple):
     seed: int
     checkpoint_every: int
     keep_checkpoints: int | None
+    data_parallel: bool  # each minibatch split over every device of every process
     config: dict  # the resolved config, as config.json holds it
 
 
@@ -79,42 +94,95 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     identically, the epochs after it); after the last epoch it only re-evaluates.
     Everything is validated before the workdir is touched.
 
+    With ``train.data_parallel``, each minibatch is split over every device of every process
+    (`BATCH_AXIS`): launched as several processes (``lib.distributed``), each runs this same
+    call, process 0 alone writes the files besides the checkpoints, which all write together
+    (orbax), and a rerun may resume them with another number of processes or devices.
+
     Returns:
       the summary dict written to summary.json.
     """
     start_time = time.perf_counter()
     run = read_config(config)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    done = checkpoints.steps(ckpt_dir)
-    if done:  # a workdir that holds no epoch yet may take a new config
-        _check_resumable(run, workdir, done[-1])
-    os.makedirs(workdir, exist_ok=True)
-    metrics.write_json(os.path.join(workdir, "config.json"), run.config)
-    logging.info("data %s", run.dataset.describe())
-
-    device_data = to_device(run.dataset)
-    hp = settings.float32_hparams(run.hparams)
-    start = done[-1] if done else 0
-    state, history = _start(run, hp, ckpt_dir, start, workdir)
-    state = _train(run, hp, device_data, state, history, start, ckpt_dir, workdir)
-
-    summary = _summarize(state, run.dataset, run.setup, history)
-    _figures(state, run, history, workdir)
+    distributed.check_same_on_all("the config and the data set", run.config, *run.dataset.arrays())
+    # Errors every process raises alike (the same config, data and metrics everywhere).
+    with distributed.leaving_together((ValueError, FloatingPointError, interrupt.Interrupted)):
+        check_data_parallel(run.setup, run.data_parallel)
+        summary = _train_and_evaluate(run, workdir)
     # The whole call: data, compilation, training, checkpoints, evaluation, figures.
     summary["wall_seconds"] = time.perf_counter() - start_time
-    metrics.write_json(os.path.join(workdir, "summary.json"), summary)
+    if distributed.is_main():
+        metrics.write_json(os.path.join(workdir, "summary.json"), summary)
     _log_summary(summary)
     return summary
 
 
+def _train_and_evaluate(run: Run, workdir: str) -> dict[str, Any]:
+    """Everything after the checks: trains (or resumes) and evaluates; the summary."""
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    done = checkpoints.steps(ckpt_dir)
+    if done:  # a workdir that holds no epoch yet may take a new config
+        _check_resumable(run, workdir, done[-1])
+    main = distributed.is_main()
+    if main:
+        os.makedirs(workdir, exist_ok=True)
+        metrics.write_json(os.path.join(workdir, "config.json"), run.config)
+    logging.info("data %s", run.dataset.describe())
+
+    mesh = distributed.global_mesh(BATCH_AXIS) if run.data_parallel else None
+    device_data = to_device(run.dataset, mesh)
+    hp = settings.float32_hparams(run.hparams)
+    if mesh is not None:
+        hp = {k: distributed.global_array(v, mesh, PartitionSpec()) for k, v in hp.items()}
+    start = done[-1] if done else 0
+    state, history = _start(run, hp, ckpt_dir, start, workdir, mesh)
+    state = _train(run, hp, device_data, state, history, start, ckpt_dir, workdir, mesh)
+    params, ema = distributed.gather((state.params, state.ema))  # on the host, everywhere
+    state = state._replace(params=params, ema=ema)
+
+    summary = _summarize(state, run.dataset, run.setup, history)
+    summary["devices"] = 1 if mesh is None else mesh.size
+    if main:
+        _figures(state, run, history, workdir)
+    return summary
+
+
 def read_config(config: ml_collections.ConfigDict) -> Run:
-    """The run a training config describes: its data loaded, everything checked."""
+    """The run a training config describes: its data loaded, everything checked but the
+    devices (`check_data_parallel`)."""
     dataset = settings.load_data(config)
     setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
     hparams = settings.hparams_from_config(config)
     settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
     every, keep = checkpoint_policy(config)
-    return Run(dataset, setup, hparams, int(config.seed), every, keep, config.to_dict())
+    data_parallel = bool(config.train.get("data_parallel", False))  # `check_data_parallel`
+    seed = int(config.seed)
+    return Run(dataset, setup, hparams, seed, every, keep, data_parallel, config.to_dict())
+
+
+def check_data_parallel(setup: Setup, data_parallel: bool) -> None:
+    """A data-parallel run splits each minibatch evenly over every device; a multi-process
+    run must be one."""
+    devices, processes = jax.device_count(), jax.process_count()
+    if not data_parallel:
+        if processes > 1:
+            raise ValueError(
+                f"a training run launched as {processes} processes splits each minibatch "
+                "over every process's devices: set --config.train.data_parallel=True "
+                "(or launch it as one process)"
+            )
+        return
+    if settings.is_full_batch(setup):
+        raise ValueError(
+            f"train.data_parallel splits minibatches, but optimizer {setup.optimizer!r} takes "
+            "full-batch steps: set --config.train.data_parallel=False and launch one process"
+        )
+    if setup.batch_size % devices:
+        raise ValueError(
+            f"train.data_parallel splits each minibatch of train.batch_size={setup.batch_size} "
+            f"evenly over the {devices} devices: set --config.train.batch_size to a multiple "
+            f"of {devices}"
+        )
 
 
 def _check_resumable(run: Run, workdir: str, last: int) -> None:
@@ -129,67 +197,86 @@ def _check_resumable(run: Run, workdir: str, last: int) -> None:
         )
 
 
-def _start(run: Run, hp, ckpt_dir: str, start: int, workdir: str):
-    """The state to train from (fresh, or the checkpoint of epoch ``start``) and the
-    metrics history up to it (metrics.jsonl cut back to it: later records are recomputed,
-    identically)."""
+def _start(run: Run, hp, ckpt_dir: str, start: int, workdir: str, mesh: Mesh | None):
+    """The state to train from (fresh, or the checkpoint of epoch ``start``; on every device
+    of ``mesh`` if given) and the metrics history up to it (metrics.jsonl cut back to it by
+    process 0: later records are recomputed, identically)."""
     # One compiled program (eagerly, each of its small ops would compile on its own).
-    state = jax.jit(init_state, static_argnums=(2, 3))(
-        jax.random.key(run.seed), hp, run.setup, run.dataset.x_train.shape[0]
-    )
+    n = run.dataset.x_train.shape[0]
+    state = jax.jit(
+        lambda hp: init_state(jax.random.key(run.seed), hp, run.setup, n),
+        out_shardings=None if mesh is None else NamedSharding(mesh, PartitionSpec()),
+    )(hp)
     if start:
-        state = from_checkpoint(checkpoints.restore(ckpt_dir, start, like=to_checkpoint(state)))
+        like = _to_checkpoint(state)
+        state = _from_checkpoint(checkpoints.restore(ckpt_dir, start, like=like))
         logging.info("resuming %s from the checkpoint of epoch %d", workdir, start)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    history = [r for r in metrics.read_jsonl(metrics_path) if r["epoch"] <= start]
-    metrics.write_jsonl(metrics_path, history)
+    history = None
+    if distributed.is_main():
+        metrics_path = os.path.join(workdir, "metrics.jsonl")
+        history = [r for r in metrics.read_jsonl(metrics_path) if r["epoch"] <= start]
+        metrics.write_jsonl(metrics_path, history)
     # The epoch donates its input state: give it buffers of its own (optax's L-BFGS state,
     # or EMA initialised to the params, would otherwise alias one buffer twice).
-    return jax.tree.map(jnp.copy, state), history
+    return _own_buffers(state), distributed.broadcast_json(history)
 
 
-def _compile_epoch(run: Run, state, hp, device_data):
-    """The epoch, compiled ahead (so the epochs' seconds exclude the compilation)."""
-    interrupt.check()
+def _compile_epoch(run: Run, state, hp, device_data, mesh: Mesh | None):
+    """The epoch, compiled ahead (so the epochs' seconds exclude the compilation); with a
+    ``mesh``, each minibatch split over it and the state and metrics replicated."""
+    distributed.check_interrupt()
     t0 = time.perf_counter()
-    epoch_fn = (
-        jax.jit(functools.partial(run_epoch, setup=run.setup), donate_argnums=0)
-        .lower(state, hp, device_data)
-        .compile()
-    )
+    epoch = functools.partial(run_epoch, setup=run.setup)
+    replicated = None
+    if mesh is not None:  # one row block: the split rows are each device's block
+        split = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+        epoch = functools.partial(epoch, row_blocks=1, batch_sharding=split)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        logging.info("data parallel: each minibatch split over %d devices", mesh.size)
+    jitted = jax.jit(epoch, donate_argnums=0, out_shardings=replicated)
+    epoch_fn = jitted.lower(state, hp, device_data).compile()
     logging.info("compiled the epoch in %.2fs", time.perf_counter() - t0)
-    interrupt.check()
+    distributed.check_interrupt()
     return epoch_fn
 
 
 def _train(
-    run: Run, hp, device_data, state, history: list[dict], start: int, ckpt_dir: str, workdir: str
+    run: Run,
+    hp,
+    device_data,
+    state,
+    history: list[dict],
+    start: int,
+    ckpt_dir: str,
+    workdir: str,
+    mesh: Mesh | None = None,
 ):
     """Trains the epochs after ``start`` (the epoch ``state`` comes from), appending each
-    one's record to ``history`` and metrics.jsonl; checkpoints by the policy, and at a signal
-    (then re-raised)."""
+    one's record to ``history`` and (process 0) metrics.jsonl; checkpoints by the policy,
+    and at a signal to any process (then re-raised by every process)."""
     setup = run.setup
     if start < setup.num_epochs:
-        epoch_fn = _compile_epoch(run, state, hp, device_data)
+        epoch_fn = _compile_epoch(run, state, hp, device_data, mesh)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     with checkpoints.manager(ckpt_dir, keep=run.keep_checkpoints) as ckpt:
         for epoch in range(start + 1, setup.num_epochs + 1):
             t0 = time.perf_counter()
             state, m = epoch_fn(state, hp, device_data)
-            m = {k: float(v) for k, v in jax.device_get(m).items()}
+            m = {k: float(v) for k, v in distributed.gather(m).items()}
             record = {"epoch": epoch, **m, "seconds": time.perf_counter() - t0}
             if not finite(m):  # checked before any save: a NaN/inf epoch is never kept
                 saved = ckpt.all_steps()
                 raise FloatingPointError(_divergence(epoch, m, setup, run.hparams, saved))
-            metrics.append_jsonl(metrics_path, record)
+            if distributed.is_main():
+                metrics.append_jsonl(metrics_path, record)
             metrics.log_progress(record, setup.num_epochs)
             history.append(record)
             if epoch % run.checkpoint_every == 0 or epoch == setup.num_epochs:
-                checkpoints.save(ckpt, epoch, to_checkpoint(state))
+                checkpoints.save(ckpt, epoch, _to_checkpoint(state))
             try:
-                interrupt.check()  # a safe point: the epoch is complete
+                distributed.check_interrupt()  # a safe point: the epoch is complete
             except interrupt.Interrupted:
-                checkpoints.save(ckpt, epoch, to_checkpoint(state))  # (once: a saved step is kept)
+                checkpoints.save(ckpt, epoch, _to_checkpoint(state))  # (once: a saved step is kept)
                 raise
     return state
 

@@ -65,7 +65,11 @@ class MultiProcessSweepTest(absltest.TestCase):
     ) -> subprocess.Popen:
         """Starts ``python -m <module> --workdir=<workdir>`` (a sweep: with the small sweep's
         flags); its stderr goes to ``<name>.log``."""
-        flags = SWEEP_FLAGS if module == "experiments.sweep" else ()
+        flags = (
+            SWEEP_FLAGS
+            if module == "experiments.sweep"
+            else ("--config=configs/digits_softmax.py",)
+        )
         env = clean_env(
             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
             JAX_PLATFORMS="cpu",
@@ -165,17 +169,18 @@ class MultiProcessSweepTest(absltest.TestCase):
             self.assertEqual(best, expected, key)
 
     def test_an_experiment_that_does_not_run_multi_process_refuses(self):
-        workdir = os.path.join(self.dir, "train")
-        proc = self._start(workdir, "train", module="experiments.train", **slurm_env(0, 5))
-        self._finish(proc, "train", status=2)
-        log = self._log("train")
+        workdir = os.path.join(self.dir, "gradcheck")
+        proc = self._start(workdir, "gradcheck", module="experiments.gradcheck", **slurm_env(0, 5))
+        self._finish(proc, "gradcheck", status=2)
+        log = self._log("gradcheck")
         self.assertEqual(
             [line for line in log.splitlines() if line.strip()],
             [
                 (
-                    "error: experiments.train does not run multi-process yet; launch it as one "
-                    "process (unset SCORELAB_NUM_PROCESSES / run outside srun, or set "
-                    "SCORELAB_NUM_PROCESSES=1); multi-process: experiments.sweep"
+                    "error: experiments.gradcheck does not run multi-process yet; launch it as "
+                    "one process (unset SCORELAB_NUM_PROCESSES / run outside srun, or set "
+                    "SCORELAB_NUM_PROCESSES=1); multi-process: experiments.sweep, "
+                    "experiments.train, experiments.ensemble"
                 )
             ],
         )

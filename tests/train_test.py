@@ -311,6 +311,21 @@ class DeterminismTest(TmpTestCase):
             )
         self.assertEqual(runs[0], runs[1])
 
+    def test_data_parallel_on_one_device_trains_as_without(self):
+        runs = []
+        for data_parallel in (False, True):
+            workdir = self.tmpdir()
+            config = _config("digits_softmax", **{"train.data_parallel": data_parallel})
+            summary = train.train_and_evaluate(config, workdir)
+            self.assertEqual(summary["devices"], 1)
+            runs.append(
+                _without_seconds(metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
+            )
+        for name in runs[0][0]:  # float rounding apart (a norm's sum may be ordered anew)
+            np.testing.assert_allclose(
+                [r[name] for r in runs[1]], [r[name] for r in runs[0]], rtol=1e-6, err_msg=name
+            )
+
     def test_other_seed_other_metrics(self):
         a, b = self.tmpdir(), self.tmpdir()
         train.train_and_evaluate(_config("spiral_two_layer", **{"model.hidden": 16}), a)
@@ -368,11 +383,29 @@ class BadInputTest(TmpTestCase):
             ValueError,
             r"--config.model.dropout=0",
         ),
+        (
+            "data_parallel_full_batch",
+            {"train.data_parallel": True, "optimizer.name": "lbfgs"},
+            ValueError,
+            r"optimizer 'lbfgs' takes full-batch steps: set --config.train.data_parallel=False",
+        ),
     )
     def test_error_leaves_workdir_untouched(self, overrides, error, pattern):
         with self.assertRaisesRegex(error, pattern):
             train.train_and_evaluate(_config("digits_softmax", **overrides), self.workdir)
         self.assertEqual(_snapshot(self.workdir), self.before)
+
+    def test_data_parallel_needs_a_batch_size_the_devices_divide(self):
+        setup = train.read_config(_config("digits_softmax", **{"train.batch_size": 50})).setup
+        train.check_data_parallel(setup, data_parallel=True)  # one device here
+        with mock.patch.object(jax, "device_count", return_value=3):
+            train.check_data_parallel(setup, data_parallel=False)
+            with self.assertRaisesRegex(
+                ValueError,
+                r"batch_size=50 evenly over the 3 devices: set --config.train.batch_size to a "
+                r"multiple of 3",
+            ):
+                train.check_data_parallel(setup, data_parallel=True)
 
     def test_divergence_names_epoch_and_hparams(self):
         workdir = self.tmpdir()
