@@ -133,17 +133,25 @@ def _global_norm(tree) -> Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
 
 
-def _minibatches(x, y, setup: Setup, order_key: PRNGKey, epoch: Array, row_blocks: int):
+def _minibatches(x, y, setup: Setup, order_key, epoch, row_blocks: int, batch_sharding=None):
     """An epoch's steps: (batches: indices (steps, batch_size), ``minibatch(indices) -> (x
     rows, labels, row blocks)``, the float32 rows of the whole set or None). A full-batch rule
-    (newton, lbfgs) takes one step on every row."""
+    (newton, lbfgs) takes one step on every row. With ``batch_sharding`` (data parallel,
+    minibatch rules only) each step's indices are split by it over a mesh of replicated data
+    and params: each device gathers and scores its share and XLA sums the gradients."""
     if settings.is_full_batch(setup):
         x_rows = data.rows(x)
         return jnp.zeros((1, 0), jnp.int32), lambda batch: (x_rows, y, 1), x_rows
     # In bounds by construction: no clamping or fill in the gathers.
     batches = epoch_batches(order_key, epoch, x.shape[0], setup)
     blocks = row_blocks if isinstance(x, data.Pixels) else 1
-    return batches, lambda batch: (data.rows(x, batch), data.rows(y, batch), blocks), None
+
+    def minibatch(batch):
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return data.rows(x, batch), data.rows(y, batch), blocks
+
+    return batches, minibatch, None
 
 
 def train_epoch(
@@ -167,17 +175,15 @@ def train_epoch(
         for all of them and their products become one wide matrix product.
       epoch: ``state.epoch`` (the default), passed unbatched by ``fit`` for the same reason.
       row_blocks: the row blocks of a minibatch of pixels (`ROW_BLOCKS`; 1 for none).
-      batch_sharding: data-parallel training: each step's minibatch indices are laid out by
-        it (split over a ``"batch"`` mesh axis of replicated data and params), so each device
-        gathers and scores its share of the rows and XLA sums the gradients across devices
-        (the same update as on one device, up to float rounding). Minibatch rules only.
+      batch_sharding: data parallel: each minibatch split by it over a mesh (`_minibatches`).
     """
-    full_batch = settings.is_full_batch(setup)
+    full_batch, steps = settings.is_full_batch(setup), steps_per_epoch(setup, x.shape[0])
     epoch = state.epoch if epoch is None else epoch
     order_key = state.key if order_key is None else order_key
-    steps = steps_per_epoch(setup, x.shape[0])
     schedule = make_schedule(setup, hparams, steps)
-    batches, minibatch, x_rows = _minibatches(x, y, setup, order_key, epoch, row_blocks)
+    batches, minibatch, x_rows = _minibatches(
+        x, y, setup, order_key, epoch, row_blocks, batch_sharding
+    )
     rule = make_rule(setup, hparams, schedule, lambda p: objective(p, x_rows, y, hparams, setup))
     ema_tx = optax.ema(hparams["ema_decay"], debias=True) if setup.ema else None
     # Dropout only in minibatch training; [0] of the epoch key draws the minibatches.
@@ -187,8 +193,6 @@ def train_epoch(
     def step(carry, inputs):
         params, opt_state, ema, ema_state = carry
         i, batch = inputs
-        if batch_sharding is not None:
-            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         xb, yb, blocks = minibatch(batch)
         key = jax.random.fold_in(dropout_key, i) if use_dropout else None
         value, grads = jax.value_and_grad(objective)(params, xb, yb, hparams, setup, key, blocks)
