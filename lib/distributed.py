@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import zlib
 from typing import Any, Iterator
 
@@ -51,6 +52,8 @@ ENV_NUM_PROCESSES = "SCORELAB_NUM_PROCESSES"
 ENV_PROCESS_ID = "SCORELAB_PROCESS_ID"
 ENV_HEARTBEAT = "SCORELAB_HEARTBEAT_TIMEOUT"
 ENV_INIT_TIMEOUT = "SCORELAB_INIT_TIMEOUT"
+# Seconds process 0 waits before it exits on an error (``exit_now``).
+EXIT_GRACE_S = 1.0
 
 # JAX's cluster environments that start the runtime with no argument. Kubernetes is left out
 # (any pod, a CI runner's included, would look like a cluster) and mpi4py is opt-in in JAX.
@@ -192,11 +195,16 @@ def shutdown() -> None:
 def exit_now(status: int) -> None:
     """Ends this process with ``status``. In a multi-process run: at once (``os._exit``,
     after flushing stdout and stderr), never through JAX's shutdown barrier, where it would
-    wait while peers wait in a collective for it; elsewhere ``sys.exit(status)``."""
+    wait while peers wait in a collective for it; elsewhere ``sys.exit(status)``. Process 0,
+    which serves the coordinator, first gives the others ``EXIT_GRACE_S`` to leave: a peer
+    that stopped at the same point (the same error on every process) would otherwise be
+    aborted (SIGABRT) by JAX for losing its coordinator before its own exit."""
     if not joined():
         sys.exit(status)
     sys.stdout.flush()
     sys.stderr.flush()
+    if is_main() and jax.process_count() > 1:
+        time.sleep(EXIT_GRACE_S)
     os._exit(status)
 
 

@@ -9,7 +9,9 @@ ensemble's prediction averages the members' softmax probabilities,
 ``run_ensemble`` builds the members a config names (``member_inputs`` turns the config into
 plain ``lib.members.Options``; ``lib.members.build_members``: seeds, a sweep's top trials, a
 training run's last checkpoints, or running weight averages), evaluates them and the
-ensemble, and writes the workdir.
+ensemble, and writes the workdir. It also runs as several processes of one multi-process
+run (``lib.distributed``): the members' fits are sharded over every process's devices, every
+process evaluates the gathered members, and process 0 alone writes the workdir.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import data, interrupt, members, metrics, plots, scores, settings
+from lib import data, distributed, interrupt, members, metrics, plots, scores, settings
 from lib import model as model_lib
 from lib.types import Array, Params
 
@@ -290,12 +292,34 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     ``train/val/test_accuracy`` and ``seconds`` of the ensemble, gains; ``raw`` for source
     ``ema``) and ensemble.png, and prints the table. Everything is validated and built
     before the workdir is touched.
+
+    In a multi-process run every process must call it (the same command on the same files):
+    each builds the members (sharded fits, gathered) and evaluates them on its own host
+    (the same numbers everywhere), process 0 alone writes the workdir and prints the table,
+    and every process returns the summary.
     """
     how = config.ensemble.get("combine", "proba")
     _check_combine(how)
     config_dict = config.to_dict()
-    metrics.check_config(workdir, config_dict, "ensemble")
+    _check_workdir(workdir, config_dict)
     options, dataset = member_inputs(config)
+    distributed.check_same_on_all(
+        "the config and the data set",
+        config_dict,
+        {"setup": dataclasses.asdict(options.setup), "hparams": options.hparams},
+        *dataset.arrays(),
+    )
+    # Errors every process raises alike (the same config, data and members everywhere).
+    with distributed.leaving_together((ValueError, FloatingPointError, interrupt.Interrupted)):
+        summary = _build_and_evaluate(options, dataset, how)
+    if distributed.is_main():
+        _write_outputs(workdir, config_dict, summary)
+    distributed.barrier("ensemble-done")  # a failure on process 0 fails the others too
+    return summary
+
+
+def _build_and_evaluate(options: members.Options, dataset: data.Dataset, how: str) -> dict:
+    """The members built and evaluated: the summary."""
     t0 = time.perf_counter()
     logging.info(
         "building %d members (source %s) on %s", options.size, options.source, dataset.describe()
@@ -304,7 +328,7 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     jax.block_until_ready([g.params for g in groups])
     build_seconds = time.perf_counter() - t0
     logging.info("built the members in %.1fs; evaluating", build_seconds)
-    interrupt.check()
+    distributed.check_interrupt()
     result = evaluate(groups, dataset, how)
     summary = {
         **result,
@@ -316,21 +340,39 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     }
     if raw is not None:
         summary["raw"] = evaluate([raw], dataset, how)
+    return summary
+
+
+def _check_workdir(workdir: str, config_dict: dict) -> None:
+    """``metrics.check_config`` on process 0 (the workdir may be its own disk), its error
+    raised on every process alike."""
+    error = None
+    if distributed.is_main():
+        try:
+            metrics.check_config(workdir, config_dict, "ensemble")
+        except ValueError as e:
+            error = str(e)
+    error = distributed.broadcast_json(error)
+    if error is not None:
+        raise ValueError(error)
+
+
+def _write_outputs(workdir: str, config_dict: dict, summary: dict) -> None:
+    """config.json, summary.json, ensemble.png; the table printed and one line logged."""
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json(os.path.join(workdir, "config.json"), config_dict)
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)
-    plots.ensemble_members(result, os.path.join(workdir, "ensemble.png"))
-    table = format_table(result)
-    if raw is not None:
+    plots.ensemble_members(summary, os.path.join(workdir, "ensemble.png"))
+    table = format_table(summary)
+    if "raw" in summary:
         table += "\n\nraw weights (no running average):\n" + format_table(summary["raw"])
     print(table)
     logging.info(
         "ensemble of %d (%s, %s): val %.4f  test %.4f  (%.1fs)",
-        result["size"],
+        summary["size"],
         summary["source"],
-        how,
+        summary["combine"],
         summary["val_accuracy"],
         summary["test_accuracy"],
         summary["seconds"],
     )
-    return summary

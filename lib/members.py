@@ -8,14 +8,18 @@ Sources of members (``Options.source``; ``lib.ensemble.member_inputs`` reads the
 from a config, and everything here takes them as plain values):
 
 * ``seeds``: ``size`` models of one config from different initialisations, trained as one
-  vmapped ``train.fit`` on shared data;
+  vmapped ``train.fit`` on shared data, sharded over the devices (``sharding.fit_split``);
 * ``search``: the top ``size`` complete trials of a sweep workdir's ``trials.csv`` (by
-  validation accuracy), retrained from their hyperparameters and seeds, one vmapped ``fit``
-  per structure (model, hidden size, epochs, optimizer, ...);
+  validation accuracy), retrained from their hyperparameters and seeds, one sharded,
+  vmapped ``fit`` per structure (``sharding.fit_trials``; model, hidden size, epochs, ...);
 * ``checkpoints``: the last ``size`` epoch checkpoints of an ``experiments.train`` workdir;
 * ``ema``: ``size`` seeds trained with a running average of the weights
   (``train.ema_decay`` > 0); the averaged weights are the members, and the raw final weights
   are returned alongside.
+
+In a multi-process run (``lib.distributed``) every process builds the same members: each
+fit is sharded over every process's devices and gathered (numpy params on every process,
+equal to one process's with as many devices); every process restores the checkpoints.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from lib import checkpoints, data, interrupt, settings, sharding, sweep_report, train
-from lib.types import Array, Params, PRNGKey
+from lib import checkpoints, data, distributed, settings, sharding, sweep_report, train
+from lib.types import Params, PRNGKey
 
 
 _INT_FIELDS = ("hidden", "num_epochs", "batch_size", "seed")
@@ -101,10 +106,6 @@ def check_groups(
 
 # ----------------------------------------------------------------------------- training
 
-# One compiled program per Setup, reused across calls: keys batched, hparams and data shared.
-# (Sweep trials, whose hparams differ too, run through lib.sharding.fit_trials.)
-_fit_seeds = jax.jit(jax.vmap(train.fit, in_axes=(0, None, None, None)), static_argnums=3)
-
 
 def _check_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
@@ -124,17 +125,22 @@ def _check_finite(history: dict, names: Sequence[str], what: str) -> None:
 
 
 def train_seeds(
-    key: PRNGKey, hparams: dict[str, Any], dataset: train.Data, setup: settings.Setup, size: int
-) -> tuple[train.TrainState, dict[str, Array]]:
-    """Trains ``size`` models from ``jax.random.split(key, size)`` as one vmapped ``fit``.
+    key: PRNGKey,
+    hparams: dict[str, Any],
+    dataset: train.Data,
+    setup: settings.Setup,
+    size: int,
+    mesh: Mesh | None = None,
+) -> tuple[train.TrainState, dict[str, np.ndarray]]:
+    """Trains ``size`` models from ``jax.random.split(key, size)`` as one vmapped ``fit``
+    sharded over ``mesh`` (default: every process's devices; ``sharding.fit_split``).
 
     Returns:
-      (TrainState, history) with a leading member axis of length ``size`` on every leaf.
+      (TrainState, history) with a leading member axis of length ``size`` on every leaf, as
+      numpy on every process (the state's ``key`` as raw key data).
     """
     _check_size(size)
-    return _fit_seeds(
-        jax.random.split(key, size), settings.float32_hparams(hparams), dataset, setup
-    )
+    return sharding.fit_split(key, size, hparams, dataset, setup, mesh)
 
 
 # ----------------------------------------------------------------------------- sweep trials
@@ -276,9 +282,9 @@ def from_seeds(
             "in (0, 1), e.g. 0.99"
         )
     settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
-    state, history = train_seeds(
-        jax.random.key(seed), hparams, train.to_device(dataset), setup, size
-    )
+    mesh = sharding.trial_mesh()
+    device_data = train.to_device(dataset, mesh)
+    state, history = train_seeds(jax.random.key(seed), hparams, device_data, setup, size, mesh)
     names = tuple(f"seed {seed}/{i}" for i in range(size))
     _check_finite(history, names, f"learning_rate={hparams['learning_rate']:g}")
     raw = Group(setup, state.params, names)
@@ -297,14 +303,15 @@ def from_search(options: Options, dataset: data.Dataset) -> list[Group]:
     """
     own_order, search_dir = options.own_order, options.search_dir
     trials = top_trials(search_dir, options.size)
-    device_data = train.to_device(dataset)
+    mesh = sharding.trial_mesh()
+    device_data = train.to_device(dataset, mesh)
     groups = []
     for setup, ts, hps in group_trials(trials, options.setup, options.hparams):
         settings.validate(setup, {}, num_train=dataset.x_train.shape[0])
         # As the sweep trained them: fit(key(seed), hp, ..., order_key=key(order_seed)).
         order_seed = None if own_order else ts[0]["order_seed"]
         state, history = sharding.fit_trials(
-            [t["seed"] for t in ts], hps, device_data, setup, order_seed=order_seed
+            [t["seed"] for t in ts], hps, device_data, setup, mesh, order_seed=order_seed
         )
         names = tuple(f"trial {t['trial']}" for t in ts)
         _check_finite(history, names, f"the hyperparameters of {search_dir}/trials.csv")
@@ -319,7 +326,7 @@ def from_search(options: Options, dataset: data.Dataset) -> list[Group]:
                     t["val_accuracy"],
                 )
         groups.append(Group(setup, state.params, names))
-        interrupt.check()
+        distributed.check_interrupt()
     return groups
 
 

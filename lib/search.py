@@ -200,7 +200,7 @@ def _trainer(sweep: Sweep, callback) -> sweep_stage.Trainer:
         hparams=sweep.hparams,
         seed=sweep.seed,
         mesh=mesh,
-        data=sharding.replicate(train.to_device(sweep.dataset), mesh),
+        data=train.to_device(sweep.dataset, mesh),
         batch=sharding.padded_size(sweep.trials_per_batch, mesh.size),
         owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         tpe_startup=sweep.tpe_startup,

@@ -15,6 +15,10 @@ lanes (and the padding, to a multiple of the *global* device count) are those of
 with as many devices: the results are bitwise the same. Every process must then make the
 same ``fit_trials`` calls; in a sweep, process 0 decides them (``lead_fit``, inside
 ``leading``) and the other processes ("followers") repeat each one (``follow``).
+
+``fit_split`` is the same sharded batch for an ensemble's seeds: the keys
+``jax.random.split(key, size)`` and one shared hparams row (unbatched, as a plain
+``vmap(fit)`` over the keys takes it: on one device, the same program and results).
 """
 
 from __future__ import annotations
@@ -40,9 +44,14 @@ _batched_fit = jax.jit(jax.vmap(train.fit, in_axes=(0, 0, None, None)), static_a
 _batched_fit_shared_order = jax.jit(
     jax.vmap(train.fit, in_axes=(0, 0, None, None, None)), static_argnums=3
 )
+# Seeds of an ensemble: keys batched, one hparams row shared by every lane.
+_batched_fit_shared_hparams = jax.jit(
+    jax.vmap(train.fit, in_axes=(0, None, None, None)), static_argnums=3
+)
 # Keys made and unmade inside jit: their inputs and outputs may span several processes.
 _make_keys = jax.jit(jax.vmap(jax.random.key))
 _wrap_key = jax.jit(jax.random.wrap_key_data)
+_wrap_keys_as = jax.jit(jax.random.wrap_key_data, static_argnames="impl")
 _key_data = jax.jit(jax.random.key_data)
 
 
@@ -61,15 +70,6 @@ def padded_size(num_trials: int, num_devices: int) -> int:
             f"need num_trials >= 1 and num_devices >= 1, got {num_trials}, {num_devices}"
         )
     return -(-num_trials // num_devices) * num_devices
-
-
-def replicate(dataset: train.Data, mesh: Mesh) -> train.Data:
-    """Puts one copy of the data on every device of ``mesh`` (shared by all trials). Every
-    process of a multi-process run must hold the same ``dataset``: each fills its own
-    devices from its own copy."""
-    return jax.tree.map(
-        lambda a: distributed.global_array(np.asarray(a), mesh, PartitionSpec()), dataset
-    )
 
 
 def full_hparams(rows: Sequence[dict[str, float]]) -> dict[str, np.ndarray]:
@@ -95,7 +95,7 @@ def fit_trials(
     Args:
       seeds: one integer seed per trial (its key is ``jax.random.key(seed)``).
       rows: one hparams dict per trial (names from ``settings.HPARAMS``).
-      dataset: the shared data (ideally already ``replicate``d over ``mesh``).
+      dataset: the shared data (ideally already on ``mesh``: ``train.to_device(ds, mesh)``).
       setup: the static structure, the same for every trial of the batch.
       mesh: the device mesh; default ``trial_mesh()``.
       pad_to: run this many lanes (>= len(rows)) so that batches of different sizes
@@ -125,6 +125,58 @@ def fit_trials(
         key_data = np.asarray(jax.random.key_data(jax.random.key(order_seed)))
         order_key = _wrap_key(distributed.global_array(key_data, mesh, PartitionSpec()))
         state, history = _batched_fit_shared_order(keys, hparams, dataset, setup, order_key)
+    return _gathered(state, history, m)
+
+
+def fit_split(
+    key: jax.Array,
+    size: int,
+    hparams: dict[str, float],
+    dataset: train.Data,
+    setup: settings.Setup,
+    mesh: Mesh | None = None,
+    pad_to: int | None = None,
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Trains ``size`` models from the keys ``jax.random.split(key, size)``, all with one
+    ``hparams`` row, in one sharded, vmapped ``fit`` (an ensemble's seeds).
+
+    The lanes are padded to a multiple of ``mesh.size`` with copies of the first key and
+    the padding is dropped; the hparams are not batched, so on one device this is exactly
+    ``jax.jit(jax.vmap(train.fit, in_axes=(0, None, None, None)))`` over the split keys.
+
+    Args:
+      key: a typed key (``jax.random.key(seed)``), the same on every process.
+      size: the number of models (>= 1).
+      hparams: one hparams dict (names from ``settings.HPARAMS``; the rest default).
+      dataset, setup, mesh, pad_to: as ``fit_trials`` takes them.
+
+    Returns:
+      (final TrainState, history) with a leading axis of ``size``, on the host (numpy), on
+      every process (the state's ``key`` as raw key data); every process must make the call.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive integer (the number of models), got {size!r}")
+    size = int(size)
+    mesh = trial_mesh() if mesh is None else mesh
+    lanes = padded_size(max(size, pad_to or 0), mesh.size)
+    key_data = np.asarray(jax.random.key_data(jax.random.split(key, size)))
+    key_data = np.concatenate([key_data, np.repeat(key_data[:1], lanes - size, axis=0)])
+    keys = _wrap_keys_as(
+        distributed.global_array(key_data, mesh, PartitionSpec(AXIS)),
+        impl=jax.random.key_impl(key),
+    )
+    shared = {  # every process fills its own devices' copy
+        name: distributed.global_array(
+            np.float32(hparams.get(name, default)), mesh, PartitionSpec()
+        )
+        for name, default in settings.DEFAULT_HPARAMS.items()
+    }
+    state, history = _batched_fit_shared_hparams(keys, shared, dataset, setup)
+    return _gathered(state, history, size)
+
+
+def _gathered(state: Any, history: dict, m: int) -> tuple[Any, dict[str, np.ndarray]]:
+    """The first ``m`` lanes of a sharded fit's results, as numpy on every process."""
     state = state._replace(key=_key_data(state.key))
     state, history = distributed.gather((state, history))  # every process: all lanes
     return jax.tree.map(lambda a: a[:m], (state, history))

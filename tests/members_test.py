@@ -1,4 +1,5 @@
-"""Tests for lib.members: the four sources of ensemble members, sweep trials, bad input.
+"""Tests for lib.members: the four sources of ensemble members, sweep trials, bad input;
+seeds trained sharded (``sharding.fit_split``) equal a plain vmap of ``fit``, padded or not.
 
 Training compiles dominate the cost, so every test that trains uses the same shrunk digits
 config (linear softmax, plain SGD, one full-batch step per epoch, 3 epochs, 2 members):
@@ -20,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from configs import digits_ensemble, digits_sweep
-from lib import checkpoints, ensemble, members, search, settings, train
+from lib import checkpoints, ensemble, members, search, settings, sharding, train
 
 LR, REG, DECAY, EPOCHS, NUM_TRAIN = 0.5, 1e-3, 0.9, 3, 100
 
@@ -135,6 +136,26 @@ class SourcesTest(parameterized.TestCase):
                 group.params["b"][m], eb / (1 - DECAY**EPOCHS), rtol=1e-4, atol=1e-5
             )
         self.assertGreater(float(jnp.max(jnp.abs(group.params["W"] - raw.params["W"]))), 1e-3)
+
+    def test_seeds_equal_a_plain_vmap_of_fit_over_the_split_keys_padded_or_not(self):
+        ds, key = shrunk_dataset(), jax.random.key(0)
+        options, _ = ensemble.member_inputs(shrunk_config(), ds)
+        data, setup = train.to_device(ds), options.setup
+        plain = jax.jit(jax.vmap(train.fit, in_axes=(0, None, None, None)), static_argnums=3)
+        hp = settings.float32_hparams(options.hparams)
+        want_state, want_history = plain(jax.random.split(key, 2), hp, data, setup)
+        want_state = want_state._replace(key=jax.random.key_data(want_state.key))
+        mesh = sharding.trial_mesh(jax.devices()[:1])
+        state, history = members.train_seeds(key, options.hparams, data, setup, 2, mesh)
+        chex.assert_trees_all_equal((state, history), (want_state, want_history))  # bitwise
+        # Padded to 3 lanes (a copy of the first key), the padding dropped.
+        state, history = sharding.fit_split(key, 2, options.hparams, data, setup, mesh, pad_to=3)
+        chex.assert_trees_all_close(
+            (state, history), (want_state, want_history), rtol=1e-6, atol=1e-7
+        )
+        self.assertEqual(history["val_accuracy"].shape, (2, EPOCHS))
+        with self.assertRaisesRegex(ValueError, "positive integer"):
+            sharding.fit_split(key, 0, options.hparams, data, setup, mesh)
 
     def test_search_picks_top_complete_trials_and_retrains_them(self):
         with tempfile.TemporaryDirectory() as d:

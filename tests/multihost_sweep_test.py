@@ -8,18 +8,14 @@ same command resumes; an experiment that does not run multi-process refuses with
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
 
 from absl.testing import absltest
 
-from tests.distributed_test import clean_env, free_port, scorelab_env, slurm_env
+from tests import multihost
+from tests.distributed_test import free_port, scorelab_env, slurm_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WAIT_S = 120  # no subprocess is ever waited for longer
 # A small digits sweep: 3 batches of 4 trials over 2 stages, then the best trial's test.
 SWEEP_FLAGS = (
     "--config.search.stages=8x1,4x2",
@@ -40,13 +36,12 @@ def _summary(workdir: str, drop: tuple[str, ...] = TIMINGS) -> dict:
         return {k: v for k, v in json.load(f).items() if k not in drop}
 
 
-class MultiProcessSweepTest(absltest.TestCase):
+class MultiProcessSweepTest(multihost.ProcessTestCase):
     """Each process a fresh ``python -m experiments.sweep`` on the CPU."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.dir = tempfile.mkdtemp(prefix="multihost_sweep_test_")
         # The reference, one process with 4 devices, runs while the first test starts.
         cls.reference = os.path.join(cls.dir, "reference")
         cls.reference_proc = cls._launch(cls.reference, "reference", devices=4)
@@ -55,67 +50,27 @@ class MultiProcessSweepTest(absltest.TestCase):
     def tearDownClass(cls):
         if cls.reference_proc.poll() is None:
             cls.reference_proc.kill()
-            cls.reference_proc.wait(timeout=WAIT_S)
-        shutil.rmtree(cls.dir, ignore_errors=True)
+            cls.reference_proc.wait(timeout=multihost.WAIT_S)
         super().tearDownClass()
 
     @classmethod
-    def _launch(
-        cls, workdir: str, name: str, devices: int = 2, module: str = "experiments.sweep", **env
-    ) -> subprocess.Popen:
-        """Starts ``python -m <module> --workdir=<workdir>`` (a sweep: with the small sweep's
-        flags); its stderr goes to ``<name>.log``."""
-        flags = (
-            SWEEP_FLAGS
-            if module == "experiments.sweep"
-            else ("--config=configs/digits_softmax.py",)
+    def _launch(cls, workdir: str, name: str, devices: int = 2, **env) -> subprocess.Popen:
+        """The small sweep into ``workdir``; its stderr goes to ``<name>.log``."""
+        return cls.launch(
+            name, "experiments.sweep", (f"--workdir={workdir}", *SWEEP_FLAGS), devices, **env
         )
-        env = clean_env(
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-            JAX_PLATFORMS="cpu",
-            SCORELAB_XLA_CACHE="",  # compile afresh: no cache shared between processes
-            SCORELAB_INIT_TIMEOUT="30",
-            **env,
-        )
-        with open(os.path.join(cls.dir, f"{name}.log"), "w") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", module, f"--workdir={workdir}", *flags],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-
-    def setUp(self):
-        super().setUp()
-        self.procs: list[subprocess.Popen] = []
-
-    def tearDown(self):
-        for p in self.procs:  # only ours
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=WAIT_S)
-        super().tearDown()
 
     def _start(self, workdir: str, name: str, **env) -> subprocess.Popen:
-        self.procs.append(self._launch(workdir, name, **env))
-        return self.procs[-1]
-
-    def _log(self, name: str) -> str:
-        with open(os.path.join(self.dir, f"{name}.log")) as f:
-            return f.read()
-
-    def _finish(self, proc: subprocess.Popen, name: str, status: int = 0) -> None:
-        self.assertEqual(proc.wait(timeout=WAIT_S), status, self._log(name)[-3000:])
+        return self.start(name, "experiments.sweep", (f"--workdir={workdir}", *SWEEP_FLAGS), **env)
 
     def _wait_reference(self) -> str:
-        self._finish(self.reference_proc, "reference")
+        self.finish(self.reference_proc, "reference")
         return self.reference
 
     def _run_pair(self, workdir: str, name: str, envs) -> None:
         procs = [self._start(workdir, f"{name}{i}", **env) for i, env in enumerate(envs)]
         for i, p in enumerate(procs):
-            self._finish(p, f"{name}{i}")
+            self.finish(p, f"{name}{i}")
 
     def test_a_slurm_step_of_two_processes_writes_what_one_process_writes(self):
         # JAX's Slurm detection serves on port 61440 + SLURM_JOB_ID % 4096: pick a job id
@@ -131,27 +86,23 @@ class MultiProcessSweepTest(absltest.TestCase):
             with open(os.path.join(workdir, name)) as a, open(os.path.join(reference, name)) as b:
                 self.assertEqual(a.read(), b.read(), name)
         self.assertEqual(sorted(os.listdir(workdir)), sorted(os.listdir(reference)))
-        self.assertIn("best (stage", self._log("slurm0"))  # process 0 logs the sweep ...
-        self.assertNotIn("trials done", self._log("slurm1"))  # ... the other stays quiet
+        self.assertIn("best (stage", self.log("slurm0"))  # process 0 logs the sweep ...
+        self.assertNotIn("trials done", self.log("slurm1"))  # ... the other stays quiet
 
     def test_a_killed_process_stops_the_other_and_the_same_command_resumes(self):
         port, workdir = free_port(), os.path.join(self.dir, "killed")
         envs = [{**scorelab_env(i, port), "SCORELAB_HEARTBEAT_TIMEOUT": "5"} for i in (0, 1)]
         main, follower = (self._start(workdir, f"killed{i}", **envs[i]) for i in (0, 1))
-        deadline = time.time() + WAIT_S
-        while "4/12 trials done" not in self._log("killed0"):  # the first batch is stored
-            self.assertLess(time.time(), deadline, self._log("killed0")[-3000:])
-            self.assertIsNone(main.poll(), self._log("killed0")[-3000:])
-            time.sleep(0.05)
+        self.wait_for("4/12 trials done", "killed0", main)  # the first batch is stored
         follower.kill()
         start = time.time()
-        self.assertEqual(main.wait(timeout=WAIT_S), 1, self._log("killed0")[-3000:])
+        self.assertEqual(main.wait(timeout=multihost.WAIT_S), 1, self.log("killed0")[-3000:])
         self.assertLess(time.time() - start, 30)
-        errors = [line for line in self._log("killed0").splitlines() if line.startswith("error")]
-        self.assertLen(errors, 1, self._log("killed0")[-3000:])
+        errors = [line for line in self.log("killed0").splitlines() if line.startswith("error")]
+        self.assertLen(errors, 1, self.log("killed0")[-3000:])
         self.assertIn("another process died or was killed", errors[0])
         self.assertIn("run the same command again to resume", errors[0])
-        self.assertNotIn("Traceback", self._log("killed0"))
+        self.assertNotIn("Traceback", self.log("killed0"))
         self.assertFalse(os.path.exists(os.path.join(workdir, "summary.json")))
 
         port = free_port()  # the same command again, two processes
@@ -170,9 +121,10 @@ class MultiProcessSweepTest(absltest.TestCase):
 
     def test_an_experiment_that_does_not_run_multi_process_refuses(self):
         workdir = os.path.join(self.dir, "gradcheck")
-        proc = self._start(workdir, "gradcheck", module="experiments.gradcheck", **slurm_env(0, 5))
-        self._finish(proc, "gradcheck", status=2)
-        log = self._log("gradcheck")
+        args = ("--config=configs/digits_softmax.py", f"--workdir={workdir}")
+        proc = self.start("gradcheck", "experiments.gradcheck", args, **slurm_env(0, 5))
+        self.finish(proc, "gradcheck", status=2)
+        log = self.log("gradcheck")
         self.assertEqual(
             [line for line in log.splitlines() if line.strip()],
             [

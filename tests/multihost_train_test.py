@@ -7,20 +7,14 @@ multi-process run that is not data parallel refuses with one line.
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
-import time
 
 import numpy as np
 from absl.testing import absltest
 
-from tests.distributed_test import clean_env, free_port, scorelab_env
+from tests import multihost
+from tests.distributed_test import free_port, scorelab_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WAIT_S = 120  # no subprocess is ever waited for longer
 # Digits softmax, 30 short epochs (about 0.2 s each as two processes): time to signal one.
 FLAGS = (
     "--config=configs/digits_softmax.py",
@@ -41,50 +35,13 @@ def _summary(workdir: str) -> dict:
         return json.load(f)
 
 
-class DataParallelTrainTest(absltest.TestCase):
+class DataParallelTrainTest(multihost.ProcessTestCase):
     """Each process a fresh ``python -m experiments.train`` on the CPU."""
 
-    def setUp(self):
-        super().setUp()
-        self.dir = tempfile.mkdtemp(prefix="multihost_train_test_")
-        self.procs: list[subprocess.Popen] = []
-
-    def tearDown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=WAIT_S)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        super().tearDown()
-
     def _start(self, name: str, workdir: str, *flags: str, devices: int = 2, **env):
-        """``python -m experiments.train`` with ``FLAGS`` and ``flags``; stderr to name.log."""
-        env = clean_env(
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-            JAX_PLATFORMS="cpu",
-            SCORELAB_XLA_CACHE="",
-            SCORELAB_INIT_TIMEOUT="30",
-            **env,
-        )
-        with open(os.path.join(self.dir, f"{name}.log"), "w") as log:
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "experiments.train", f"--workdir={workdir}"]
-                    + [*FLAGS, *flags],
-                    cwd=REPO,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            )
-        return self.procs[-1]
-
-    def _log(self, name: str) -> str:
-        with open(os.path.join(self.dir, f"{name}.log")) as f:
-            return f.read()
-
-    def _finish(self, proc: subprocess.Popen, name: str, status: int = 0) -> None:
-        self.assertEqual(proc.wait(timeout=WAIT_S), status, self._log(name)[-3000:])
+        """The digits run (``FLAGS`` and ``flags``) into ``workdir``; stderr in name.log."""
+        args = (f"--workdir={workdir}", *FLAGS, *flags)
+        return self.start(name, "experiments.train", args, devices=devices, **env)
 
     def test_two_processes_train_as_one_device_and_another_count_resumes(self):
         reference = os.path.join(self.dir, "reference")  # one device, meanwhile
@@ -94,15 +51,11 @@ class DataParallelTrainTest(absltest.TestCase):
         main, other = (
             self._start(f"pair{i}", workdir, parallel, **scorelab_env(i, port)) for i in (0, 1)
         )
-        deadline = time.time() + WAIT_S
-        while "epoch   2/30" not in self._log("pair0"):
-            self.assertLess(time.time(), deadline, self._log("pair0")[-3000:])
-            self.assertIsNone(main.poll(), self._log("pair0")[-3000:])
-            time.sleep(0.05)
+        self.wait_for("epoch   2/30", "pair0", main)
         other.send_signal(signal.SIGTERM)  # to one process only: both stop at one epoch
-        self._finish(other, "pair1", status=143)
-        self._finish(main, "pair0", status=143)
-        self.assertIn("stopped by SIGTERM at a safe point", self._log("pair0"))
+        self.finish(other, "pair1", status=143)
+        self.finish(main, "pair0", status=143)
+        self.assertIn("stopped by SIGTERM at a safe point", self.log("pair0"))
         stopped = _records(workdir)
         saved = os.listdir(os.path.join(workdir, "checkpoints"))
         self.assertEqual(saved, [str(len(stopped))])  # written once, at the last epoch done
@@ -110,9 +63,9 @@ class DataParallelTrainTest(absltest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(workdir, "summary.json")))
 
         # One process, one device, not data parallel, resumes the two processes' checkpoint.
-        self._finish(self._start("resumed", workdir, devices=1), "resumed")
-        self.assertIn(f"from the checkpoint of epoch {len(stopped)}", self._log("resumed"))
-        self._finish(ref, "reference")
+        self.finish(self._start("resumed", workdir, devices=1), "resumed")
+        self.assertIn(f"from the checkpoint of epoch {len(stopped)}", self.log("resumed"))
+        self.finish(ref, "reference")
         got, expected = _records(workdir), _records(reference)
         self.assertEqual(got[: len(stopped)], stopped)
         self.assertEqual([r["epoch"] for r in got], list(range(1, 31)))
@@ -129,8 +82,8 @@ class DataParallelTrainTest(absltest.TestCase):
         workdir, port = os.path.join(self.dir, "refused"), free_port()
         procs = [self._start(f"refused{i}", workdir, **scorelab_env(i, port)) for i in (0, 1)]
         for i, p in enumerate(procs):
-            self._finish(p, f"refused{i}", status=2)
-            errors = [line for line in self._log(f"refused{i}").splitlines() if line.strip()]
+            self.finish(p, f"refused{i}", status=2)
+            errors = [line for line in self.log(f"refused{i}").splitlines() if line.strip()]
             self.assertIn(
                 "error: a training run launched as 2 processes splits each minibatch over "
                 "every process's devices: set --config.train.data_parallel=True (or launch it "

@@ -122,7 +122,7 @@ class ShardingTest(absltest.TestCase):
             " num_epochs=2, batch_size=100, train_eval_size=200)\n"
             "mesh = sharding.trial_mesh()\n"
             "rows = [{'learning_rate': 0.01 * 2 ** i, 'reg': 1e-4} for i in range(6)]\n"
-            "d = sharding.replicate(train.to_device(ds), mesh)\n"
+            "d = train.to_device(ds, mesh)\n"
             "out = {'devices': mesh.size}\n"
             f"for name, order in (('own', None), ('shared', {ORDER_SEED})):\n"
             "    state, hist = sharding.fit_trials(list(range(6)), rows, d, setup, mesh,"

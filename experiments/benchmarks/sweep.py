@@ -100,7 +100,7 @@ def bench_sweep(opts: Options, repeats: int) -> tuple[dict[str, Any], timing.Fns
     )
     ds = timing.pixel_dataset(n, opts.num_val, d, k, opts.seed)
     mesh = sharding.trial_mesh()
-    dataset = sharding.replicate(train.to_device(ds), mesh)  # as lib.search does
+    dataset = train.to_device(ds, mesh)  # as lib.search does
     rng = np.random.default_rng(opts.seed)
     lrs, regs, rows = _configs(opts, rng)
     seeds = [opts.seed + i for i in range(opts.sweep_configs)]
