@@ -7,9 +7,9 @@ half-written checkpoint behind; orbax writes to a temporary folder and renames i
 interrupted save is never mistaken for a finished one.
 
 In a multi-process run every process makes the same calls together: orbax writes each array
-once, whichever processes' devices hold it. ``solo=True`` (every function) is for process 0 of a multi-process run alone, while the
-others do not take part (a sweep's best_params/): no barrier with them, which they would
-never reach, and host numpy arrays restored.
+once, whichever processes' devices hold it. ``solo=True`` (every function) is for process 0
+of a multi-process run alone, while the others do not take part (a sweep's best_params/): no
+barrier with them, which they would never reach, and host numpy arrays restored.
 """
 
 from __future__ import annotations

@@ -54,6 +54,10 @@ ENV_HEARTBEAT = "SCORELAB_HEARTBEAT_TIMEOUT"
 ENV_INIT_TIMEOUT = "SCORELAB_INIT_TIMEOUT"
 # Seconds process 0 waits before it exits on an error (``exit_now``).
 EXIT_GRACE_S = 1.0
+# Errors that code run on the same values raises on every process alike (``leaving_together``):
+# bad input found after the processes compared config and data, a diverging run, a signal
+# agreed on at a safe point (``check_interrupt``).
+ALIKE = (ValueError, FloatingPointError, interrupt.Interrupted)
 
 # JAX's cluster environments that start the runtime with no argument. Kubernetes is left out
 # (any pod, a CI runner's included, would look like a cluster) and mpi4py is opt-in in JAX.
@@ -299,12 +303,13 @@ def check_same_on_all(what: str, *values: Any) -> None:
 
 
 @contextlib.contextmanager
-def leaving_together(errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+def leaving_together(errors: tuple[type[BaseException], ...] = ALIKE) -> Iterator[None]:
     """Around code that every process runs on the same values (after ``check_same_on_all``),
     so that it raises any of ``errors`` on every process at the same point: the processes
     then leave the run together (``shutdown``) before the error propagates, and none is cut
     off by another's exit (JAX aborts a process whose coordinator, process 0, is gone).
-    Other errors (a dead peer's failed collective) propagate at once."""
+    Other errors (a dead peer's failed collective, a file process 0 alone writes) propagate
+    at once."""
     try:
         yield
     except errors:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lib import data, distributed, interrupt, members, metrics, plots, scores, settings
+from lib import data, distributed, members, metrics, plots, scores, settings
 from lib import model as model_lib
 from lib.types import Array, Params
 
@@ -262,6 +262,7 @@ def member_inputs(
     config's: building the members then names what is missing.
     """
     e = config.ensemble
+    settings.check_no_data_parallel(config, "its members")
     directory = {"search": e.get("search_dir"), "checkpoints": e.get("train_dir")}.get(e.source)
     path = os.path.join(directory, "config.json") if directory else ""
     run = config  # the config of the run the members come from
@@ -310,7 +311,7 @@ def run_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
         *dataset.arrays(),
     )
     # Errors every process raises alike (the same config, data and members everywhere).
-    with distributed.leaving_together((ValueError, FloatingPointError, interrupt.Interrupted)):
+    with distributed.leaving_together():
         summary = _build_and_evaluate(options, dataset, how)
     if distributed.is_main():
         _write_outputs(workdir, config_dict, summary)
@@ -344,12 +345,12 @@ def _build_and_evaluate(options: members.Options, dataset: data.Dataset, how: st
 
 
 def _check_workdir(workdir: str, config_dict: dict) -> None:
-    """``metrics.check_config`` on process 0 (the workdir may be its own disk), its error
-    raised on every process alike."""
+    """``metrics.check_config`` as process 0 finds the workdir, its error raised on every
+    process alike (an ensemble written before ``train.data_parallel`` existed lacks it)."""
     error = None
     if distributed.is_main():
         try:
-            metrics.check_config(workdir, config_dict, "ensemble")
+            metrics.check_config(workdir, config_dict, "ensemble", ("train.data_parallel",))
         except ValueError as e:
             error = str(e)
     error = distributed.broadcast_json(error)

@@ -305,6 +305,11 @@ def to_device(ds: data.Dataset, mesh: jax.sharding.Mesh | None = None) -> Data:
     return jax.tree.map(lambda a: distributed.global_array(a, mesh, PartitionSpec()), tree)
 
 
+# A key's raw data and back, inside jit: a data-parallel run's key spans its processes.
+_key_data = jax.jit(jax.random.key_data)
+_wrap_key_data = jax.jit(jax.random.wrap_key_data)
+
+
 def to_checkpoint(state: TrainState) -> dict:
     """The pytree a training checkpoint holds (the key as raw key data)."""
     return {
@@ -312,7 +317,7 @@ def to_checkpoint(state: TrainState) -> dict:
         "opt_state": state.opt_state,
         "ema": state.ema,
         "ema_state": state.ema_state,
-        "key": jax.random.key_data(state.key),
+        "key": _key_data(state.key),
         "epoch": state.epoch,
     }
 
@@ -324,6 +329,6 @@ def from_checkpoint(tree: dict) -> TrainState:
         tree["opt_state"],
         tree["ema"],
         tree["ema_state"],
-        jax.random.wrap_key_data(tree["key"]),
+        _wrap_key_data(tree["key"]),
         tree["epoch"],
     )

@@ -63,6 +63,7 @@ _RESUMABLE_CHANGES = (
     "search.num_trials",
     "search.trials_per_batch",
     "search.tpe_startup",
+    "train.data_parallel",  # (False, or absent from a sweep written before it existed)
 )
 
 
@@ -151,6 +152,7 @@ def _read_config(config: Any, workdir: str) -> Sweep:
                 f"search.{name}={s[name]!r} is out of range: trials_per_batch and "
                 "num_trials and tpe_startup must be >= 1, top_fraction in (0, 1]"
             )
+    settings.check_no_data_parallel(config, "its trials")
     space = space_from_config(s.space)
     stages = stages_from_config(s.get("stages"), int(s.num_trials), int(config.train.num_epochs))
     dataset = settings.load_data(config)

@@ -303,6 +303,16 @@ def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
     node[leaf] = value
 
 
+def check_no_data_parallel(config: ml_collections.ConfigDict, instead: str) -> None:
+    """``train.data_parallel`` splits one training run's minibatches (``experiments.train``);
+    a sweep or an ensemble, which spreads ``instead`` over the devices, refuses it."""
+    if get_field(config, "train.data_parallel", False):
+        raise ValueError(
+            f"train.data_parallel is for experiments.train: this experiment spreads {instead} "
+            "over every device instead; set --config.train.data_parallel=False"
+        )
+
+
 def hparams_from_config(config: ml_collections.ConfigDict) -> dict[str, float]:
     """The traced hyperparameters a config sets (defaults for what it leaves out)."""
     found = {k: get_field(config, CONFIG_PATHS[k]) for k in HPARAMS}

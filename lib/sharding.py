@@ -166,10 +166,8 @@ def fit_split(
         impl=jax.random.key_impl(key),
     )
     shared = {  # every process fills its own devices' copy
-        name: distributed.global_array(
-            np.float32(hparams.get(name, default)), mesh, PartitionSpec()
-        )
-        for name, default in settings.DEFAULT_HPARAMS.items()
+        name: distributed.global_array(value[0], mesh, PartitionSpec())
+        for name, value in full_hparams([hparams]).items()
     }
     state, history = _batched_fit_shared_hparams(keys, shared, dataset, setup)
     return _gathered(state, history, size)

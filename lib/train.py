@@ -61,10 +61,8 @@ RESUMABLE_CHANGES = (
 )
 # The mesh axis a data-parallel run splits each minibatch over (``train.data_parallel``).
 BATCH_AXIS = "batch"
-# A checkpoint's pytree and back, inside jit (their arrays may span several processes); a
-# state's own buffers (the epoch donates its input state).
-_to_checkpoint = jax.jit(to_checkpoint)
-_from_checkpoint = jax.jit(from_checkpoint)
+# A state's own buffers (the epoch donates its input state), made inside jit: its arrays may
+# span several processes.
 _own_buffers = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 SPLITS = ("train", "val", "test")
 # How a model's input weights are drawn (``scores.Model.figure``): figure -> plot function.
@@ -104,11 +102,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     start_time = time.perf_counter()
     run = read_config(config)
-    distributed.check_same_on_all("the config and the data set", run.config, *run.dataset.arrays())
-    # Errors every process raises alike (the same config, data and metrics everywhere).
-    with distributed.leaving_together((ValueError, FloatingPointError, interrupt.Interrupted)):
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    done = checkpoints.steps(ckpt_dir)
+    distributed.check_same_on_all(  # (the checkpoints: every process must see the same folder)
+        "the config, the data set and the saved checkpoints",
+        run.config,
+        done,
+        *run.dataset.arrays(),
+    )
+    with distributed.leaving_together():  # the same config, data and metrics everywhere
         check_data_parallel(run.setup, run.data_parallel)
-        summary = _train_and_evaluate(run, workdir)
+        state, history, summary = _train_and_evaluate(run, workdir, done)
+    if distributed.is_main():
+        _figures(state, run, history, workdir)
     # The whole call: data, compilation, training, checkpoints, evaluation, figures.
     summary["wall_seconds"] = time.perf_counter() - start_time
     if distributed.is_main():
@@ -117,10 +123,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return summary
 
 
-def _train_and_evaluate(run: Run, workdir: str) -> dict[str, Any]:
-    """Everything after the checks: trains (or resumes) and evaluates; the summary."""
+def _train_and_evaluate(run: Run, workdir: str, done: list[int]):
+    """Everything after the checks: trains (or resumes from the last of the ``done``
+    epochs) and evaluates; (the final state, on the host; the history; the summary)."""
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    done = checkpoints.steps(ckpt_dir)
     if done:  # a workdir that holds no epoch yet may take a new config
         _check_resumable(run, workdir, done[-1])
     main = distributed.is_main()
@@ -137,14 +143,12 @@ def _train_and_evaluate(run: Run, workdir: str) -> dict[str, Any]:
     start = done[-1] if done else 0
     state, history = _start(run, hp, ckpt_dir, start, workdir, mesh)
     state = _train(run, hp, device_data, state, history, start, ckpt_dir, workdir, mesh)
-    params, ema = distributed.gather((state.params, state.ema))  # on the host, everywhere
-    state = state._replace(params=params, ema=ema)
-
+    if jax.process_count() > 1:  # every process's host: what follows runs on its own
+        params, ema = distributed.gather((state.params, state.ema))
+        state = state._replace(params=params, ema=ema)
     summary = _summarize(state, run.dataset, run.setup, history)
     summary["devices"] = 1 if mesh is None else mesh.size
-    if main:
-        _figures(state, run, history, workdir)
-    return summary
+    return state, history, summary
 
 
 def read_config(config: ml_collections.ConfigDict) -> Run:
@@ -202,14 +206,13 @@ def _start(run: Run, hp, ckpt_dir: str, start: int, workdir: str, mesh: Mesh | N
     of ``mesh`` if given) and the metrics history up to it (metrics.jsonl cut back to it by
     process 0: later records are recomputed, identically)."""
     # One compiled program (eagerly, each of its small ops would compile on its own).
-    n = run.dataset.x_train.shape[0]
-    state = jax.jit(
-        lambda hp: init_state(jax.random.key(run.seed), hp, run.setup, n),
-        out_shardings=None if mesh is None else NamedSharding(mesh, PartitionSpec()),
-    )(hp)
+    replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+    state = jax.jit(init_state, static_argnums=(2, 3), out_shardings=replicated)(
+        jax.random.key(run.seed), hp, run.setup, run.dataset.x_train.shape[0]
+    )
     if start:
-        like = _to_checkpoint(state)
-        state = _from_checkpoint(checkpoints.restore(ckpt_dir, start, like=like))
+        like = to_checkpoint(state)
+        state = from_checkpoint(checkpoints.restore(ckpt_dir, start, like=like))
         logging.info("resuming %s from the checkpoint of epoch %d", workdir, start)
     history = None
     if distributed.is_main():
@@ -272,11 +275,11 @@ def _train(
             metrics.log_progress(record, setup.num_epochs)
             history.append(record)
             if epoch % run.checkpoint_every == 0 or epoch == setup.num_epochs:
-                checkpoints.save(ckpt, epoch, _to_checkpoint(state))
+                checkpoints.save(ckpt, epoch, to_checkpoint(state))
             try:
                 distributed.check_interrupt()  # a safe point: the epoch is complete
             except interrupt.Interrupted:
-                checkpoints.save(ckpt, epoch, _to_checkpoint(state))  # (once: a saved step is kept)
+                checkpoints.save(ckpt, epoch, to_checkpoint(state))  # (once: a saved step is kept)
                 raise
     return state
 

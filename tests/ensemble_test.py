@@ -151,6 +151,14 @@ class PredictTest(parameterized.TestCase):
 
 
 class EndToEndTest(absltest.TestCase):
+    def test_data_parallel_is_refused_and_the_workdir_untouched(self):
+        config = shrunk_config(source="seeds")
+        config.train.data_parallel = True
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaisesRegex(ValueError, r"its members .*data_parallel=False"):
+                ensemble.run_ensemble(config, d)
+            self.assertEqual(os.listdir(d), [])
+
     def test_run_ensemble_writes_the_workdir(self):
         with tempfile.TemporaryDirectory() as d:
             summary = ensemble.run_ensemble(shrunk_config(source="seeds"), d)

@@ -2,7 +2,8 @@
 launched as two local processes (2 forced CPU devices each), by a fake Slurm step with no
 flag or by scorelab's variables, runs one sweep whose trials.csv and summary.json equal one
 process's with 4 devices; killing one process stops the other with one clear line, and the
-same command resumes; an experiment that does not run multi-process refuses with one line.
+same command resumes (here as one process with 4 devices); an experiment that does not run
+multi-process refuses with one line.
 """
 
 import csv
@@ -60,8 +61,9 @@ class MultiProcessSweepTest(multihost.ProcessTestCase):
             name, "experiments.sweep", (f"--workdir={workdir}", *SWEEP_FLAGS), devices, **env
         )
 
-    def _start(self, workdir: str, name: str, **env) -> subprocess.Popen:
-        return self.start(name, "experiments.sweep", (f"--workdir={workdir}", *SWEEP_FLAGS), **env)
+    def _start(self, workdir: str, name: str, devices: int = 2, **env) -> subprocess.Popen:
+        args = (f"--workdir={workdir}", *SWEEP_FLAGS)
+        return self.start(name, "experiments.sweep", args, devices=devices, **env)
 
     def _wait_reference(self) -> str:
         self.finish(self.reference_proc, "reference")
@@ -105,8 +107,8 @@ class MultiProcessSweepTest(multihost.ProcessTestCase):
         self.assertNotIn("Traceback", self.log("killed0"))
         self.assertFalse(os.path.exists(os.path.join(workdir, "summary.json")))
 
-        port = free_port()  # the same command again, two processes
-        self._run_pair(workdir, "resumed", [scorelab_env(i, port) for i in (0, 1)])
+        # The same command again, as one process with the pair's 4 devices.
+        self.finish(self._start(workdir, "resumed", devices=4), "resumed")
         summary, reference = _summary(workdir), self._wait_reference()
         self.assertEqual(summary["num_trials"], 12)
         self.assertLess(summary["trials_run"], 12)  # the first batch was kept

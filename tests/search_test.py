@@ -499,6 +499,12 @@ class BadInputTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, message):
             search.run_search(config, tempfile.mkdtemp())
 
+    def test_data_parallel_is_refused(self):  # a training run's split, not a sweep's
+        config = _sweep_config()
+        config.train.data_parallel = True
+        with self.assertRaisesRegex(ValueError, r"its trials .*--config.train.data_parallel=False"):
+            search.run_search(config, tempfile.mkdtemp())
+
     def test_bad_storage_is_rejected_and_the_workdir_untouched(self):
         workdir = tempfile.mkdtemp()
         with self.assertRaisesRegex(ValueError, "search.storage='foo://bar'.*sqlite:///"):
