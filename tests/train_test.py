@@ -183,8 +183,7 @@ class ResumeTest(TmpTestCase):
         self.assertEqual([r["epoch"] for r in records], [3])  # epochs 1-2: the checkpoint's
         self.assertEqual(checkpoints.steps(os.path.join(workdir, "checkpoints")), [1, 2, 3])
 
-    @parameterized.named_parameters(
-        ("linear_momentum", "digits_softmax", {}),
+    @parameterized.named_parameters(  # (the linear model's path: interrupt_test)
         (
             "two_layer_adam_dropout_step_ema",
             "digits_softmax",
@@ -395,9 +394,16 @@ class BadInputTest(TmpTestCase):
             train.train_and_evaluate(_config("digits_softmax", **overrides), self.workdir)
         self.assertEqual(_snapshot(self.workdir), self.before)
 
-    def test_data_parallel_needs_a_batch_size_the_devices_divide(self):
+    def test_data_parallel_checks_the_processes_and_devices(self):
         setup = train.read_config(_config("digits_softmax", **{"train.batch_size": 50})).setup
         train.check_data_parallel(setup, data_parallel=True)  # one device here
+        with mock.patch.object(jax, "process_count", return_value=2):
+            with self.assertRaisesRegex(
+                ValueError,
+                r"a training run launched as 2 processes splits each minibatch over every "
+                r"process's devices: set --config.train.data_parallel=True",
+            ):
+                train.check_data_parallel(setup, data_parallel=False)
         with mock.patch.object(jax, "device_count", return_value=3):
             train.check_data_parallel(setup, data_parallel=False)
             with self.assertRaisesRegex(
