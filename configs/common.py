@@ -62,6 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
             "checkpoint_every": 5,  # epochs between checkpoints (the last epoch is always saved)
             "keep_checkpoints": 8,  # the latest checkpoints kept (0: all)
             "data_parallel": False,  # split each minibatch over every device of every process
+            "shard_data": False,  # data_parallel: each device holds only its share of train rows
         }
     )
     return c

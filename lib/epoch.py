@@ -291,18 +291,31 @@ def fit(
     )
 
 
-def to_device(ds: data.Dataset, mesh: jax.sharding.Mesh | None = None) -> Data:
+def to_device(
+    ds: data.Dataset, mesh: jax.sharding.Mesh | None = None, rows_axis: str | None = None
+) -> Data:
     """The training and validation splits on the device; pixels stay uint8 (`data.Pixels`).
 
     With a ``mesh``: one copy on every device of it (of every process, each filling its own
-    devices from its own ``ds``, which must hold the same values on every process)."""
+    devices from its own ``ds``, which must hold the same values on every process), or with
+    ``rows_axis`` (a data-parallel run's ``shard_data``) the training rows and labels split
+    over that mesh axis, each device holding its share; a minibatch's rows are then gathered
+    from the devices that hold them (XLA: each gathers its own, then one sum)."""
     x_train = ds.x_train
     if ds.train_pixels is not None:
         x_train = data.Pixels(ds.train_pixels, ds.mean, np.float32(ds.scale))
-    tree = Data(x_train, ds.y_train, ds.x_val, ds.y_val)
     if mesh is None:
-        return jax.device_put(tree)
-    return jax.tree.map(lambda a: distributed.global_array(a, mesh, PartitionSpec()), tree)
+        return jax.device_put(Data(x_train, ds.y_train, ds.x_val, ds.y_val))
+
+    def place(a, spec=PartitionSpec()):
+        return distributed.global_array(a, mesh, spec)
+
+    rows = PartitionSpec(rows_axis)  # PartitionSpec(None): replicated
+    if isinstance(x_train, data.Pixels):
+        x_train = data.Pixels(place(x_train.raw, rows), place(x_train.mean), place(x_train.scale))
+    else:
+        x_train = place(x_train, rows)
+    return Data(x_train, place(ds.y_train, rows), place(ds.x_val), place(ds.y_val))
 
 
 # A key's raw data and back, inside jit: a data-parallel run's key spans its processes.

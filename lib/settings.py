@@ -304,13 +304,15 @@ def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
 
 
 def check_no_data_parallel(config: ml_collections.ConfigDict, instead: str) -> None:
-    """``train.data_parallel`` splits one training run's minibatches (``experiments.train``);
-    a sweep or an ensemble, which spreads ``instead`` over the devices, refuses it."""
-    if get_field(config, "train.data_parallel", False):
-        raise ValueError(
-            f"train.data_parallel is for experiments.train: this experiment spreads {instead} "
-            "over every device instead; set --config.train.data_parallel=False"
-        )
+    """``train.data_parallel`` and ``train.shard_data`` split one training run's minibatches
+    and rows (``experiments.train``); a sweep or an ensemble, which spreads ``instead`` over
+    the devices, refuses them."""
+    for field in ("data_parallel", "shard_data"):
+        if get_field(config, f"train.{field}", False):
+            raise ValueError(
+                f"train.{field} is for experiments.train: this experiment spreads {instead} "
+                f"over every device instead; set --config.train.{field}=False"
+            )
 
 
 def hparams_from_config(config: ml_collections.ConfigDict) -> dict[str, float]:

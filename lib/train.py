@@ -58,6 +58,7 @@ RESUMABLE_CHANGES = (
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.data_parallel",
+    "train.shard_data",
 )
 # The mesh axis a data-parallel run splits each minibatch over (``train.data_parallel``).
 BATCH_AXIS = "batch"
@@ -79,6 +80,7 @@ class Run(NamedTuple):
     checkpoint_every: int
     keep_checkpoints: int | None
     data_parallel: bool  # each minibatch split over every device of every process
+    shard_data: bool  # data_parallel: the training rows split over the devices too
     config: dict  # the resolved config, as config.json holds it
 
 
@@ -111,7 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         *run.dataset.arrays(),
     )
     with distributed.leaving_together():  # the same config, data and metrics everywhere
-        check_data_parallel(run.setup, run.data_parallel)
+        check_data_parallel(run)
         state, history, summary = _train_and_evaluate(run, workdir, done)
     if distributed.is_main():
         _figures(state, run, history, workdir)
@@ -136,7 +138,7 @@ def _train_and_evaluate(run: Run, workdir: str, done: list[int]):
     logging.info("data %s", run.dataset.describe())
 
     mesh = distributed.global_mesh(BATCH_AXIS) if run.data_parallel else None
-    device_data = to_device(run.dataset, mesh)
+    device_data = to_device(run.dataset, mesh, BATCH_AXIS if run.shard_data else None)
     hp = settings.float32_hparams(run.hparams)
     if mesh is not None:
         hp = {k: distributed.global_array(v, mesh, PartitionSpec()) for k, v in hp.items()}
@@ -159,16 +161,32 @@ def read_config(config: ml_collections.ConfigDict) -> Run:
     hparams = settings.hparams_from_config(config)
     settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
     every, keep = checkpoint_policy(config)
-    data_parallel = bool(config.train.get("data_parallel", False))  # `check_data_parallel`
-    seed = int(config.seed)
-    return Run(dataset, setup, hparams, seed, every, keep, data_parallel, config.to_dict())
+    # (checked against the devices by `check_data_parallel`)
+    data_parallel = bool(config.train.get("data_parallel", False))
+    shard_data = bool(config.train.get("shard_data", False))
+    return Run(
+        dataset,
+        setup,
+        hparams,
+        int(config.seed),
+        every,
+        keep,
+        data_parallel,
+        shard_data,
+        config.to_dict(),
+    )
 
 
-def check_data_parallel(setup: Setup, data_parallel: bool) -> None:
-    """A data-parallel run splits each minibatch evenly over every device; a multi-process
-    run must be one."""
-    devices, processes = jax.device_count(), jax.process_count()
-    if not data_parallel:
+def check_data_parallel(run: Run) -> None:
+    """A data-parallel run splits each minibatch (and with ``shard_data`` the training rows)
+    evenly over every device; a multi-process run must be one."""
+    setup, devices, processes = run.setup, jax.device_count(), jax.process_count()
+    if run.shard_data and not run.data_parallel:
+        raise ValueError(
+            "train.shard_data splits the training rows of a data-parallel run: set "
+            "--config.train.data_parallel=True too, or --config.train.shard_data=False"
+        )
+    if not run.data_parallel:
         if processes > 1:
             raise ValueError(
                 f"a training run launched as {processes} processes splits each minibatch "
@@ -186,6 +204,12 @@ def check_data_parallel(setup: Setup, data_parallel: bool) -> None:
             f"train.data_parallel splits each minibatch of train.batch_size={setup.batch_size} "
             f"evenly over the {devices} devices: set --config.train.batch_size to a multiple "
             f"of {devices}"
+        )
+    num_train = run.dataset.x_train.shape[0]
+    if run.shard_data and num_train % devices:
+        raise ValueError(
+            f"train.shard_data splits the {num_train} training rows evenly over the {devices} "
+            f"devices: set --config.dataset.num_train to a multiple of {devices}"
         )
 
 

@@ -1,6 +1,6 @@
 """Data-parallel training (lib/train.py with ``train.data_parallel``) launched as two local
-processes with 2 forced CPU devices each: each minibatch is split over the 4 devices and the
-run computes what one device computes (up to float rounding); a signal to one process stops
+processes with 2 forced CPU devices each: each minibatch and the training rows are split over
+the 4 devices and the run computes what one device computes (up to float rounding); a signal to one process stops
 both at the same epoch with a checkpoint, which one process with one device resumes.
 """
 
@@ -14,9 +14,11 @@ from absl.testing import absltest
 from tests import multihost
 from tests.distributed_test import free_port, scorelab_env
 
-# Digits softmax, 60 short epochs (about 0.2 s each as two processes): time to signal one.
+# Digits softmax, 60 short epochs (about 0.2 s each as two processes): time to signal one;
+# 1076 training rows and 52 a batch, so that the 4 devices split both evenly.
 FLAGS = (
     "--config=configs/digits_softmax.py",
+    "--config.dataset.num_train=1076",
     "--config.train.num_epochs=60",
     "--config.train.batch_size=52",
     "--config.train.checkpoint_every=100",
@@ -46,9 +48,9 @@ class DataParallelTrainTest(multihost.ProcessTestCase):
         reference = os.path.join(self.dir, "reference")  # one device, meanwhile
         ref = self._start("reference", reference, devices=1)
         workdir, port = os.path.join(self.dir, "pair"), free_port()
-        parallel = "--config.train.data_parallel=True"
+        parallel = ("--config.train.data_parallel=True", "--config.train.shard_data=True")
         main, other = (
-            self._start(f"pair{i}", workdir, parallel, **scorelab_env(i, port)) for i in (0, 1)
+            self._start(f"pair{i}", workdir, *parallel, **scorelab_env(i, port)) for i in (0, 1)
         )
         self.wait_for("epoch   2/60", "pair0", main)
         other.send_signal(signal.SIGTERM)  # to one process only: both stop at one epoch

@@ -499,10 +499,11 @@ class BadInputTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, message):
             search.run_search(config, tempfile.mkdtemp())
 
-    def test_data_parallel_is_refused(self):  # a training run's split, not a sweep's
+    @parameterized.parameters("data_parallel", "shard_data")
+    def test_a_training_runs_split_is_refused(self, field):
         config = _sweep_config()
-        config.train.data_parallel = True
-        with self.assertRaisesRegex(ValueError, r"its trials .*--config.train.data_parallel=False"):
+        config.train[field] = True
+        with self.assertRaisesRegex(ValueError, rf"its trials .*--config.train.{field}=False"):
             search.run_search(config, tempfile.mkdtemp())
 
     def test_bad_storage_is_rejected_and_the_workdir_untouched(self):

@@ -1,6 +1,7 @@
 """End-to-end tests of lib/train.py: every config shrunk, resume, determinism, bad input."""
 
 import glob
+import json
 import importlib
 import os
 import shutil
@@ -298,6 +299,63 @@ class ResumeTest(TmpTestCase):
         self.assertEqual(_without_seconds(metrics.read_jsonl(path)), _without_seconds(expected))
 
 
+# Runs with 4 forced CPU devices: the digits run (1076 rows, 52 a batch: both split evenly)
+# one device, data parallel, and data parallel with the rows split; prints their metrics and
+# the rows each device holds.
+_FOUR_DEVICES = """
+import json, sys, tempfile
+import jax
+from configs import digits_softmax
+from lib import distributed, settings, train
+assert jax.device_count() == 4, jax.devices()
+out = {}
+for name, overrides in (
+    ("one", {}),
+    ("parallel", {"train.data_parallel": True}),
+    ("sharded", {"train.data_parallel": True, "train.shard_data": True}),
+):
+    config = digits_softmax.get_config()
+    for key, value in {"train.num_epochs": 3, "train.batch_size": 52,
+                       "dataset.num_train": 1076, **overrides}.items():
+        settings.set_field(config, key, value)
+    workdir = tempfile.mkdtemp()
+    out[name] = train.train_and_evaluate(config, workdir)
+    out[name]["records"] = open(workdir + "/metrics.jsonl").read().splitlines()
+run = train.read_config(config)
+data = train.to_device(run.dataset, distributed.global_mesh("batch"), "batch")
+out["rows_per_device"] = sorted({s.data.shape[0] for s in data.x_train.raw.addressable_shards})
+print(json.dumps(out))
+"""
+
+
+class DataParallelTest(absltest.TestCase):
+    def test_four_devices_train_as_one_with_the_rows_split_or_not(self):
+        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+        out = subprocess.run(
+            [sys.executable, "-c", _FOUR_DEVICES],
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            env={**env, "JAX_PLATFORMS": "cpu"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        runs = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertEqual(runs["rows_per_device"], [269])  # 1076 / 4: each holds its share
+        self.assertEqual([runs[n]["devices"] for n in ("one", "parallel", "sharded")], [1, 4, 4])
+        expected = [json.loads(r) for r in runs["one"]["records"]]
+        for name in ("parallel", "sharded"):
+            got = [json.loads(r) for r in runs[name]["records"]]
+            for key in expected[0]:
+                if key != "seconds":  # float rounding apart, what one device computed
+                    np.testing.assert_allclose(
+                        [r[key] for r in got], [r[key] for r in expected], rtol=1e-5, err_msg=key
+                    )
+            for key in ("train_accuracy", "val_accuracy", "test_accuracy", "final_loss"):
+                self.assertAlmostEqual(runs[name][key], runs["one"][key], delta=1e-5)
+
+
 class DeterminismTest(TmpTestCase):
     def test_same_seed_same_metrics_bitwise(self):
         config = _config("spiral_two_layer", **{"model.hidden": 16, "model.dropout": 0.2})
@@ -309,21 +367,6 @@ class DeterminismTest(TmpTestCase):
                 _without_seconds(metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
             )
         self.assertEqual(runs[0], runs[1])
-
-    def test_data_parallel_on_one_device_trains_as_without(self):
-        runs = []
-        for data_parallel in (False, True):
-            workdir = self.tmpdir()
-            config = _config("digits_softmax", **{"train.data_parallel": data_parallel})
-            summary = train.train_and_evaluate(config, workdir)
-            self.assertEqual(summary["devices"], 1)
-            runs.append(
-                _without_seconds(metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
-            )
-        for name in runs[0][0]:  # float rounding apart (a norm's sum may be ordered anew)
-            np.testing.assert_allclose(
-                [r[name] for r in runs[1]], [r[name] for r in runs[0]], rtol=1e-6, err_msg=name
-            )
 
     def test_other_seed_other_metrics(self):
         a, b = self.tmpdir(), self.tmpdir()
@@ -395,23 +438,36 @@ class BadInputTest(TmpTestCase):
         self.assertEqual(_snapshot(self.workdir), self.before)
 
     def test_data_parallel_checks_the_processes_and_devices(self):
-        setup = train.read_config(_config("digits_softmax", **{"train.batch_size": 50})).setup
-        train.check_data_parallel(setup, data_parallel=True)  # one device here
+        run = train.read_config(_config("digits_softmax", **{"train.batch_size": 50}))
+        parallel = run._replace(data_parallel=True)
+        sharded = parallel._replace(shard_data=True)
+        for ok in (run, parallel, sharded):  # one device here
+            train.check_data_parallel(ok)
         with mock.patch.object(jax, "process_count", return_value=2):
             with self.assertRaisesRegex(
                 ValueError,
                 r"a training run launched as 2 processes splits each minibatch over every "
                 r"process's devices: set --config.train.data_parallel=True",
             ):
-                train.check_data_parallel(setup, data_parallel=False)
+                train.check_data_parallel(run)
+        with mock.patch.object(jax, "device_count", return_value=5):  # 1079 rows, 50 a batch
+            train.check_data_parallel(run)
+            train.check_data_parallel(parallel)
+            with self.assertRaisesRegex(
+                ValueError,
+                r"the 1079 training rows evenly over the 5 devices: set "
+                r"--config.dataset.num_train to a multiple of 5",
+            ):
+                train.check_data_parallel(sharded)
         with mock.patch.object(jax, "device_count", return_value=3):
-            train.check_data_parallel(setup, data_parallel=False)
             with self.assertRaisesRegex(
                 ValueError,
                 r"batch_size=50 evenly over the 3 devices: set --config.train.batch_size to a "
                 r"multiple of 3",
             ):
-                train.check_data_parallel(setup, data_parallel=True)
+                train.check_data_parallel(parallel)
+        with self.assertRaisesRegex(ValueError, r"--config.train.data_parallel=True too"):
+            train.check_data_parallel(run._replace(shard_data=True))
 
     def test_divergence_names_epoch_and_hparams(self):
         workdir = self.tmpdir()
