@@ -346,13 +346,11 @@ def _build_and_evaluate(options: members.Options, dataset: data.Dataset, how: st
 
 def _check_workdir(workdir: str, config_dict: dict) -> None:
     """``metrics.check_config`` as process 0 finds the workdir, its error raised on every
-    process alike (an ensemble written before ``train.data_parallel`` and ``shard_data``
-    existed lacks them)."""
+    process alike (an ensemble written before ``settings.DEVICE_SPLITS`` existed lacks them)."""
     error = None
     if distributed.is_main():
         try:
-            resumable = ("train.data_parallel", "train.shard_data")
-            metrics.check_config(workdir, config_dict, "ensemble", resumable)
+            metrics.check_config(workdir, config_dict, "ensemble", settings.DEVICE_SPLITS)
         except ValueError as e:
             error = str(e)
     error = distributed.broadcast_json(error)

@@ -63,8 +63,7 @@ _RESUMABLE_CHANGES = (
     "search.num_trials",
     "search.trials_per_batch",
     "search.tpe_startup",
-    "train.data_parallel",  # (False, or absent from a sweep written before they existed)
-    "train.shard_data",
+    *settings.DEVICE_SPLITS,  # (False, or absent from a sweep written before they existed)
 )
 
 

@@ -303,15 +303,20 @@ def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
     node[leaf] = value
 
 
+# How one training run splits over the devices (``experiments.train``): a rerun may change
+# them, a workdir written before they existed lacks them, and sweeps and ensembles refuse them.
+DEVICE_SPLITS = ("train.data_parallel", "train.shard_data")
+
+
 def check_no_data_parallel(config: ml_collections.ConfigDict, instead: str) -> None:
-    """``train.data_parallel`` and ``train.shard_data`` split one training run's minibatches
-    and rows (``experiments.train``); a sweep or an ensemble, which spreads ``instead`` over
-    the devices, refuses them."""
-    for field in ("data_parallel", "shard_data"):
-        if get_field(config, f"train.{field}", False):
+    """``DEVICE_SPLITS`` split one training run's minibatches and rows
+    (``experiments.train``); a sweep or an ensemble, which spreads ``instead`` over the
+    devices, refuses them."""
+    for field in DEVICE_SPLITS:
+        if get_field(config, field, False):
             raise ValueError(
-                f"train.{field} is for experiments.train: this experiment spreads {instead} "
-                f"over every device instead; set --config.train.{field}=False"
+                f"{field} is for experiments.train: this experiment spreads {instead} "
+                f"over every device instead; set --config.{field}=False"
             )
 
 

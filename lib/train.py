@@ -57,8 +57,7 @@ RESUMABLE_CHANGES = (
     "train.num_epochs",
     "train.checkpoint_every",
     "train.keep_checkpoints",
-    "train.data_parallel",
-    "train.shard_data",
+    *settings.DEVICE_SPLITS,
 )
 # The mesh axis a data-parallel run splits each minibatch over (``train.data_parallel``).
 BATCH_AXIS = "batch"
