@@ -96,26 +96,55 @@ def _config_error(error: Exception, argv: list[str], config_file: str | None) ->
 
 
 CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
+_DEFAULT_CONFIG: dict[int, str | None] = {}  # id(flag values) -> define_config's default
 
 
-def define_config(default: str | None, help_text: str):
+def define_config(
+    default: str | None,
+    help_text: str,
+    flag_values: flags.FlagValues = flags.FLAGS,
+    argv: list[str] | None = None,
+):
     """``config_flags.DEFINE_config_file("config", default, help_text)``; a bad override of
-    the default config (applied as the flag is defined) exits with one line."""
+    the default config (applied as the flag is defined) exits with one line.
+
+    ``flag_values`` and ``argv`` (default: absl's flags and ``sys.argv``) let a test define
+    and parse a command line of its own."""
+    _DEFAULT_CONFIG[id(flag_values)] = default
     try:
-        return config_flags.DEFINE_config_file("config", default, help_text)
+        return config_flags.DEFINE_config_file(
+            "config", default, help_text, flag_values=flag_values, sys_argv=argv
+        )
     except CONFIG_ERRORS as e:
-        _config_error(e, sys.argv, default)
+        _config_error(e, sys.argv if argv is None else argv, default)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """``flags.FLAGS(argv)``, with absl's and the config's errors as one line (exit 2)."""
+def _parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """``flag_values(argv)``, with absl's and the config's errors as one line (exit 2)."""
     try:
-        return flags.FLAGS(argv)
+        return flag_values(argv)
+    except flags.UnrecognizedFlagError as e:
+        if e.flagname.startswith("config.") and _config_file(argv) is None:
+            _fail(
+                f"--{e.flagname} overrides a field of the config, but no config file was "
+                "given and this experiment has no default: pass --config=configs/<name>.py "
+                "before it"
+            )
+        _fail(f"{e}; pass --helpfull to see the flags")
     except flags.Error as e:
         _fail(f"{e}; pass --helpfull to see the flags")
     except CONFIG_ERRORS as e:
-        _config_error(e, argv, getattr(flags.FLAGS["config"], "config_filename", None))
+        _config_error(e, argv, _default_config_file(flag_values))
     return []  # not reached
+
+
+def _default_config_file(flag_values: flags.FlagValues) -> str | None:
+    """The config file the ``config`` flag read by default, if it read one (the flag raises
+    ``UnparsedFlagError`` when it was given on the command line and not parsed yet)."""
+    try:
+        return flag_values["config"].config_filename
+    except (KeyError, flags.Error):
+        return None
 
 
 _SHOW_CONFIG = flags.DEFINE_bool(
@@ -216,6 +245,28 @@ def _join_processes(main: Callable[..., Any]) -> None:
         logging.set_verbosity(logging.WARNING)
 
 
+def _raised_by_config(error: BaseException) -> bool:
+    """Whether ``error`` was raised by a ConfigDict asked for a field it lacks."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "config_dict" in tb.tb_frame.f_code.co_filename
+
+
+def _missing_section_message(error: BaseException, main: Callable[..., Any]) -> str:
+    """The error for a config file written for another experiment (a training config given
+    to a sweep: no ``search`` section)."""
+    name = _program_name(main)
+    given = _config_file(sys.argv) or _DEFAULT_CONFIG.get(id(flags.FLAGS))
+    default = _DEFAULT_CONFIG.get(id(flags.FLAGS))
+    example = f" (its default: --config={default})" if default else ""
+    field = str(error).strip("\"'").split("'")[0]
+    return (
+        f"the config {given or ''} has no field {field!r}, which {name} reads: it is not a "
+        f"config for {name}; pass --config= a config written for it{example}"
+    )
+
+
 def _guarded(main: Callable[[list[str]], Any], defer_signals: bool, argv: list[str]) -> Any:
     if _SHOW_CONFIG.value:
         print(describe_config(flags.FLAGS.config, field_docs()))
@@ -234,6 +285,10 @@ def _guarded(main: Callable[[list[str]], Any], defer_signals: bool, argv: list[s
             distributed.exit_now(e.exit_status)
         except BAD_INPUT as e:
             _fail(str(e))
+        except (AttributeError, KeyError) as e:
+            if not _raised_by_config(e):
+                raise
+            _fail(_missing_section_message(e, main))
         except jax.errors.JaxRuntimeError as e:
             if not distributed.joined():
                 raise

@@ -1,11 +1,18 @@
 """Tests for lib/cli.py: a mistake on the command line is one line and exit status 2, with
 the fix named, never a library traceback; the workdir is not touched."""
 
+import contextlib
+import glob
+import io
 import os
+import re
+import runpy
+import shutil
 import subprocess
 import sys
 import tempfile
 
+from absl import flags
 from absl.testing import absltest
 
 from configs import digits_ensemble, digits_sweep
@@ -49,33 +56,125 @@ class ShowConfigTest(absltest.TestCase):
         self.assertIn("seed = 0", text)
 
 
+def _experiments() -> dict[str, tuple[str | None, str]]:
+    """{module: (its default config or None, a config written for it)} for every experiment
+    with a ``--config`` flag (``cli.define_config``), found in experiments/*.py."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))):
+        with open(path) as f:
+            source = f.read()
+        defined = re.search(r'cli\.define_config\(\s*(None|"([^"]+)")', source)
+        if defined:
+            example = re.search(r"--config=(configs/\w+\.py)", source)
+            config = defined.group(2) or (example.group(1) if example else None)
+            found[f"experiments.{os.path.basename(path)[:-3]}"] = (defined.group(2), config)
+    return found
+
+
+def run_in_process(module: str, args: list[str]) -> tuple[object, str]:
+    """Runs ``python -m <module> <args>`` in this process; (its exit status, its stderr).
+
+    A traceback would be an exception raised here. The flags the run defined (the
+    experiment's own, the config's overrides) are removed again afterwards."""
+    before, argv, stderr = set(flags.FLAGS), sys.argv, io.StringIO()
+    sys.argv = [module, *args]
+    try:
+        with contextlib.redirect_stderr(stderr):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    finally:
+        sys.argv = argv
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
+        flags.FLAGS.unparse_flags()
+    return status, stderr.getvalue()
+
+
+# A mistake of each kind, and what its one line must say.
+MISTAKES = {
+    "unknown_field": (["--config.num_epochs=1"], "did you mean --config.train.num_epochs?"),
+    "typo": (["--config.train.num_epoch=3"], "did you mean --config.train.num_epochs?"),
+    "not_a_number": (["--config.train.num_epochs=abc"], "--config.train.num_epochs=abc"),
+    "out_of_range": (["--config.dataset.num_train=0"], "num_train=0 must be a positive"),
+    "wrong_name": (["--config.model.name=nope"], "'nope'; valid"),
+    "missing_data": (
+        ["--config.dataset.name=cifar10", "--config.dataset.data_dir=/nonexistent"],
+        "folder '/nonexistent' does not exist",
+    ),
+}
+
+
 class CommandLineTest(absltest.TestCase):
-    def test_config_mistakes_are_one_line_and_exit_status_2(self):
-        cases = {
-            "--config.num_epochs=1": "did you mean --config.train.num_epochs?",
-            "--config.optimizer.learning_rate=-1": "set --config.optimizer.learning_rate to a",
-            "--config.optimizer.name=adamw": "valid optimizer names: adagrad, adam",
-        }
+    def assert_one_line(self, status, stderr, want, workdir):
+        self.assertEqual(status, 2, stderr)
+        self.assertNotIn("Traceback", stderr)
+        lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        self.assertLen(lines, 1, stderr)
+        self.assertIn(want, lines[0])
+        self.assertFalse(os.path.exists(workdir), workdir)
+
+    def test_every_mistake_with_every_experiment_and_config(self):
+        experiments = _experiments()
+        self.assertContainsSubset(
+            ["experiments.train", "experiments.sweep", "experiments.ensemble"], experiments
+        )
+        self.assertIn("experiments.gradcheck", experiments)
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        for module, (default, config) in experiments.items():
+            configs = {"explicit": [f"--config={config}"]}
+            if default is not None:  # (gradcheck has none: --config is required)
+                configs["default"] = []
+            for how, config_args in configs.items():
+                for kind, (args, want) in MISTAKES.items():
+                    with self.subTest(module=module, config=how, mistake=kind):
+                        workdir = os.path.join(root, f"{module}-{how}-{kind}")
+                        status, stderr = run_in_process(
+                            module, [*config_args, *args, f"--workdir={workdir}"]
+                        )
+                        self.assert_one_line(status, stderr, want, workdir)
+
+    def test_a_config_for_another_experiment(self):
         workdir = os.path.join(tempfile.mkdtemp(), "run")
+        status, stderr = run_in_process(
+            "experiments.sweep", ["--config=configs/digits_softmax.py", f"--workdir={workdir}"]
+        )
+        self.assert_one_line(
+            status, stderr, "no field 'search', which experiments.sweep reads", workdir
+        )
+        self.assertIn("--config=configs/digits_sweep.py", stderr)
+
+    def test_an_override_without_a_config_file(self):
+        status, stderr = run_in_process("experiments.gradcheck", ["--config.model.name=linear"])
+        self.assert_one_line(status, stderr, "pass --config=configs/<name>.py", "/nonexistent")
+
+    def test_exit_status_2_from_the_command_line(self):
+        # One process per experiment, started together: the real exit status and stderr.
+        cases = {
+            "experiments.train": (["--config=configs/digits_softmax.py"], "typo"),
+            "experiments.sweep": (["--config=configs/digits_sweep.py"], "unknown_field"),
+            "experiments.ensemble": ([], "wrong_name"),
+            "experiments.gradcheck": (["--config=configs/digits_softmax.py"], "missing_data"),
+        }
+        root = tempfile.mkdtemp()
         procs = {
-            flag: subprocess.Popen(
-                [sys.executable, "-m", "experiments.train", flag, f"--workdir={workdir}"],
+            module: subprocess.Popen(
+                [sys.executable, "-m", module, *config, *MISTAKES[kind][0]]
+                + [f"--workdir={os.path.join(root, module)}"],
                 cwd=ROOT,
                 env={**os.environ, "JAX_PLATFORMS": "cpu"},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for flag in cases
+            for module, (config, kind) in cases.items()
         }
-        for flag, proc in procs.items():
-            stdout, stderr = proc.communicate(timeout=300)
-            self.assertEqual(proc.returncode, 2, stderr)
-            self.assertNotIn("Traceback", stderr)
-            lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
-            self.assertLen(lines, 1, stderr)
-            self.assertIn(cases[flag], lines[0])
-        self.assertFalse(os.path.exists(workdir))
+        for module, proc in procs.items():
+            _, stderr = proc.communicate(timeout=300)
+            want = MISTAKES[cases[module][1]][1]
+            self.assert_one_line(proc.returncode, stderr, want, os.path.join(root, module))
 
 
 if __name__ == "__main__":
