@@ -25,6 +25,8 @@ def search_block(**overrides) -> ml_collections.ConfigDict:
         # trials; a later stage models the earlier stage's until it has this many
         "tpe_startup": 10,  # tpe: trials before a stage models its own
         "storage": config_dict.placeholder(str),  # RDB URL; default <workdir>/study.journal
+        "heartbeat_interval": 10,  # RDB storage: seconds between heartbeats of running trials
+        "grace_period": 60,  # RDB storage: a trial silent this long (s) is run by another worker
         "study_name": "sweep",  # the Optuna study's name (one study per stage)
         "space": {},  # name: {low, high, scale: log | linear} or {choices: [...]}
     }

@@ -13,12 +13,18 @@ the one that runs and a later copy is dropped (told FAIL) when popped.
 
 TPE's proposals (``lib.samplers.propose_tpe``) are made when a slot is claimed (``claim``'s
 ``propose``), so each models the trials told before it.
+
+A dead process leaves its trials RUNNING (``recover``): with the journal file (one machine)
+the next process to look finds the owner's process gone; an RDB storage has heartbeats for
+processes on any machine (``lib.sweep_stage.Heartbeat`` sends them while a batch trains).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,42 +42,106 @@ STORAGE_FORMS = (
     "sqlite:///path/to/study.db, postgresql://user:password@host/db (any SQLAlchemy URL "
     "Optuna's RDBStorage accepts), or unset for <workdir>/study.journal"
 )
+HEARTBEAT_INTERVAL, GRACE_PERIOD = 10, 60  # seconds: search.heartbeat_interval, grace_period
+_SCHEMA_LOCK = 0x5C0AE1AB  # the PostgreSQL advisory lock held while the tables are created
+# Optuna >= 4.9's name for the stale-trial retry and its argument, else the older one.
+_RETRY, _CALLBACK = (
+    (optuna.storages.RetryHeartbeatStaleTrialCallback, "heartbeat_stale_trial_callback")
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+    else (optuna.storages.RetryFailedTrialCallback, "failed_trial_callback")
+)
 
 
-def open_storage(storage: str | None, workdir: str):
-    """An RDB storage for the URL ``storage``, or (default) the journal ``<workdir>/study.journal``.
+def heartbeat_from_config(search: Any) -> tuple[int, int]:
+    """``(search.heartbeat_interval, search.grace_period)``: raises ValueError unless both are
+    whole seconds >= 1 and the grace period is the longer."""
+    interval = search.get("heartbeat_interval", HEARTBEAT_INTERVAL)
+    grace = search.get("grace_period", GRACE_PERIOD)
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (interval, grace))
+    if not whole or interval < 1 or grace <= interval:
+        raise ValueError(
+            f"search.heartbeat_interval={interval!r} and search.grace_period={grace!r}: both "
+            "must be whole seconds, the grace period longer than the interval (defaults "
+            f"{HEARTBEAT_INTERVAL} and {GRACE_PERIOD})"
+        )
+    return interval, grace
+
+
+def open_storage(storage: str | None, workdir: str, heartbeat=(HEARTBEAT_INTERVAL, GRACE_PERIOD)):
+    """An RDB storage for the URL ``storage`` with heartbeats every ``heartbeat`` = (interval,
+    grace period) seconds, or (default) the journal ``<workdir>/study.journal``.
 
     Raises:
-      ValueError: a URL that Optuna's RDBStorage cannot open (the accepted forms are named).
+      ValueError: a URL that Optuna's RDBStorage cannot open (the accepted forms are named),
+        or whose database driver is not installed (how to install it is named).
     """
-    if storage:
-        sqlite = storage.startswith("sqlite")
-        # SQLite serialises writers: several processes sharing one file wait up to a minute
-        # for the lock instead of the driver's default 5 s.
-        kwargs = {"connect_args": {"timeout": 60}} if sqlite else {}
-        try:
-            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-        except Exception as e:  # noqa: BLE001 (sqlalchemy raises many types for a bad URL)
-            raise ValueError(
-                f"cannot open search.storage={storage!r} ({type(e).__name__}: {e}); "
-                f"use {STORAGE_FORMS}"
-            ) from None
-        if sqlite:
-            _begin_immediate(rdb.engine)
-        return rdb
-    backend = optuna.storages.journal.JournalFileBackend(os.path.join(workdir, "study.journal"))
-    return optuna.storages.JournalStorage(backend)
+    if not storage:
+        path = os.path.join(workdir, "study.journal")
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    sqlite = storage.startswith("sqlite")
+    # SQLite serialises writers: several processes sharing one file wait up to a minute
+    # for the lock instead of the driver's default 5 s.
+    kwargs = {"connect_args": {"timeout": 60}} if sqlite else {}
+    try:
+        with warnings.catch_warnings(), _schema_lock(storage, kwargs):
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(
+                storage,
+                engine_kwargs=kwargs,
+                heartbeat_interval=heartbeat[0],
+                grace_period=heartbeat[1],
+                **{_CALLBACK: _Requeue()},
+            )
+    except ImportError as e:
+        raise ValueError(
+            f"cannot open search.storage={storage!r}: its database driver is not installed "
+            f'({e.__cause__ or e}); install it (PostgreSQL: pip install -e ".[postgres]")'
+        ) from None
+    except Exception as e:  # noqa: BLE001 (sqlalchemy raises many types for a bad URL)
+        raise ValueError(
+            f"cannot open search.storage={storage!r} ({type(e).__name__}: {e}); use {STORAGE_FORMS}"
+        ) from None
+    if sqlite:
+        _begin_immediate(rdb.engine)
+    return rdb
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, engine_kwargs: dict):
+    """A PostgreSQL advisory lock held while the block opens the storage: processes opening one
+    empty database at once create its tables in turn, not all but one failing on a unique
+    violation (CREATE TYPE studydirection ... already exists). Elsewhere: nothing."""
+    if sqlalchemy.engine.make_url(url).get_backend_name() != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_kwargs)
+    try:
+        with engine.connect() as connection:  # closing it releases the lock
+            connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({_SCHEMA_LOCK})"))
+            yield
+    finally:
+        engine.dispose()
+
+
+class _Requeue:
+    """An RDB storage's stale-trial callback: Optuna's retry (a WAITING copy of the trial with
+    its params and user attrs, so its slot), counted for ``recover`` (in this process)."""
+
+    count = 0
+
+    def __call__(self, study, trial) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _RETRY()(study, trial)
+        _Requeue.count += 1
 
 
 def _begin_immediate(engine) -> None:
-    """Makes every SQLite transaction take the write lock first (``BEGIN IMMEDIATE``).
-
-    Claiming a slot reads a WAITING trial and marks it RUNNING in one transaction; other
-    databases lock the row (``SELECT ... FOR UPDATE``), SQLite ignores that, so two
-    processes could both read WAITING and both claim the slot. Taking the lock at the
-    start of the transaction makes the read and the write one step (SQLAlchemy's recipe
-    for pysqlite: the driver's own BEGIN is turned off, ours is emitted instead).
-    """
+    """Makes every SQLite transaction take the write lock first (``BEGIN IMMEDIATE``): a claim
+    reads a WAITING trial and marks it RUNNING in one transaction; other databases lock the
+    row (``SELECT ... FOR UPDATE``), SQLite ignores that, so two processes could both claim
+    the slot. Locking at the start makes the read and the write one step (SQLAlchemy's recipe
+    for pysqlite: the driver's own BEGIN is turned off, ours is emitted instead)."""
 
     @sqlalchemy.event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
@@ -139,13 +209,13 @@ def check_stages(
                 )
 
 
-def owner_alive(owner: str, me: str, started: datetime.datetime | None = None) -> bool:
-    """Whether the process that left a trial RUNNING may still be working on it.
-
-    A trial with no owner yet was claimed by a process that wrote nothing else: alive for
-    ``OWNER_GRACE_SECONDS`` after it started (the owner is written right after the claim),
-    dead after that (a kill between the two).
-    """
+def owner_alive(
+    owner: str, me: str, started: datetime.datetime | None = None, heartbeats: bool = False
+) -> bool:
+    """Whether the process that left a trial RUNNING may still be working on it: with
+    ``heartbeats`` (an RDB storage: they decide, ``recover``) or on another machine, yes;
+    on this one, if the owner's process exists. A trial with no owner yet (a kill between
+    the claim and the owner written right after it) is alive ``OWNER_GRACE_SECONDS``."""
     if not owner:
         if started is None:
             return False
@@ -153,8 +223,8 @@ def owner_alive(owner: str, me: str, started: datetime.datetime | None = None) -
         return (now - started).total_seconds() < OWNER_GRACE_SECONDS
     host, pid, token = (owner.split(":") + ["", "", ""])[:3]
     my_host, my_pid, my_token = me.split(":")
-    if host != my_host:
-        return True  # another machine sharing the study: leave its trials alone
+    if heartbeats or host != my_host:
+        return True
     if pid == my_pid:
         return token == my_token
     try:
@@ -167,12 +237,25 @@ def owner_alive(owner: str, me: str, started: datetime.datetime | None = None) -
 OWNER_GRACE_SECONDS = 30.0
 
 
+def has_heartbeats(study) -> bool:
+    """Whether the study's storage records heartbeats (an RDB storage, ``open_storage``)."""
+    return optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
+
+
 def recover(study, me: str) -> int:
-    """Marks FAIL the RUNNING trials whose process is gone; returns how many. Their slots
-    are planned again by the next ``plan_slots``."""
-    count = 0
+    """Makes the RUNNING trials of dead processes run again; returns how many. With heartbeats
+    a trial silent past the grace period is failed and queued again with its slot (Optuna's
+    ``fail_stale_trials``, by the one process that fails it); a trial whose process is gone
+    (``owner_alive``) is told FAIL, its slot planned again by the next ``plan_slots``."""
+    beats, count = has_heartbeats(study), 0
+    if beats:
+        before = _Requeue.count
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        count = _Requeue.count - before
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not owner_alive(t.user_attrs.get("owner", ""), me, t.datetime_start):
+        if not owner_alive(t.user_attrs.get("owner", ""), me, t.datetime_start, beats):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             count += 1
     return count
@@ -180,11 +263,17 @@ def recover(study, me: str) -> int:
 
 def running_elsewhere(study, me: str) -> int:
     """How many trials of ``study`` other live processes are running."""
+    beats = has_heartbeats(study)
     return sum(
         t.user_attrs.get("owner") != me
-        and owner_alive(t.user_attrs.get("owner", ""), me, t.datetime_start)
+        and owner_alive(t.user_attrs.get("owner", ""), me, t.datetime_start, beats)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     )
+
+
+def has_waiting(study) -> bool:
+    """Whether ``study`` has WAITING trials (slots planned, or trials queued again)."""
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def plan_slots(study, plan: Sequence[dict[str, Any]], order: Sequence[int] | None = None) -> int:
@@ -260,28 +349,32 @@ def claim(
     dists: dict[str, Any],
     owner: str,
     propose: Callable[[Any, int], tuple[dict[str, Any], dict[str, Any]]] | None = None,
+    heartbeat: Any = None,
 ) -> list[tuple[Any, int]]:
     """Claims up to ``num`` WAITING slots (below ``slots``) for ``owner``: [(trial, slot)].
 
     Each claim pops one WAITING trial atomically (``study.ask``). A popped copy of a slot
     that a lower-numbered live trial holds, or a slot past ``slots`` (the stage shrank), is
     told FAIL and skipped. With ``propose`` (TPE), ``propose(study, number)`` then gives the
-    popped trial's params and user attrs, computed from the trials claimed before it; its
-    trial ``number`` (unique in the study, in every process) seeds the proposal, so no two
-    claims draw alike.
+    params (unless queued again with its own) and user attrs of a popped trial, computed
+    from the trials claimed before it; its ``number`` (unique in the study, in every
+    process) seeds the proposal, so no two claims draw alike. ``heartbeat`` (``Heartbeat``
+    of lib.sweep_stage) holds each popped trial before its owner is written.
     """
     out = []
-    while len(out) < num:
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            break
-        trial = study.ask()
+    while len(out) < num and has_waiting(study):
+        with warnings.catch_warnings():  # heartbeats are sent by ``Heartbeat``, not optimize
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
+            trial = study.ask()
+        if heartbeat is not None:
+            heartbeat.hold(trial)
         slot = trial.user_attrs.get("slot")
         if slot is None or slot >= slots or _copy_of_earlier_trial(study, trial.number, slot):
             trial.set_user_attr("dropped", "not a slot of this stage, or a copy of one")
             study.tell(trial, state=TrialState.FAIL)
             continue
         trial.set_user_attr("owner", owner)
-        if propose is not None:
+        if propose is not None and not trial.params:
             study.sampler.values, attrs = propose(study, trial.number)
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)

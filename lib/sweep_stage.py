@@ -13,8 +13,9 @@ nothing else.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -142,37 +143,53 @@ def _plan(stage: Stage) -> int:
 def _claim_train_tell(stage: Stage, earlier: Earlier, trainer: Trainer, progress: Progress) -> int:
     """Claims, trains and tells the stage's slots batch by batch; returns how many trials
     this process ran. Each batch is claimed after the one before it is told, so TPE models
-    every batch on all trials finished before it. When no slot is left but other processes
-    still run some of this stage's, waits for them (the next stage narrows around them)."""
+    every batch on all trials finished before it; its trials' heartbeats are sent while it
+    trains (``Heartbeat``). When no slot is left but other processes still run some of this
+    stage's, waits for them (the next stage narrows around them)."""
     propose = _proposer(stage, earlier, trainer)
     _warn_one_batch(stage, earlier, trainer)
     full = min(trainer.batch, stage.num_trials)
     ran, seconds = 0, 0.0
-    while True:
-        interrupt.check()
-        claimed = studies.claim(
-            stage.study, trainer.batch, stage.num_trials, stage.dists, trainer.owner, propose
-        )
-        if not claimed:
-            if not _wait_for_others(stage, trainer, progress):
-                return ran
-            continue
-        t0 = time.perf_counter()
-        groups: dict[tuple, list] = {}
-        for trial, slot in claimed:
-            groups.setdefault(structure(trial.params), []).append((trial, slot, trial.params))
-        done = [
-            r
-            for items in groups.values()
-            for r in _run_batch(items, stage.index, stage.num_epochs, full, trainer)
-        ]
-        if trainer.callback is not None:
-            trainer.callback(stage.index, [{"slot": r["slot"], **r["result"]} for r in done])
-        for r in done:
-            _tell(stage, r, progress)
-        ran += len(done)
-        seconds += time.perf_counter() - t0
-        _log_progress(stage, ran * stage.num_epochs, seconds, progress)
+    with Heartbeat(stage.study) as heartbeat:
+        while True:
+            interrupt.check()
+            progress.interrupted += studies.recover(stage.study, trainer.owner)
+            claimed = studies.claim(
+                stage.study,
+                trainer.batch,
+                stage.num_trials,
+                stage.dists,
+                trainer.owner,
+                propose,
+                heartbeat,
+            )
+            if not claimed:
+                if not _wait_for_others(stage, trainer, progress):
+                    return ran
+                continue
+            t0 = time.perf_counter()
+            done = _train(claimed, stage, full, trainer)
+            for r in done:
+                _tell(stage, r, progress)
+            heartbeat.release(t for t, _ in claimed)
+            ran += len(done)
+            seconds += time.perf_counter() - t0
+            _log_progress(stage, ran * stage.num_epochs, seconds, progress)
+
+
+def _train(claimed, stage: Stage, full: int, trainer: Trainer) -> list[dict]:
+    """Trains the claimed trials, one program per structure, then calls the callback."""
+    groups: dict[tuple, list] = {}
+    for trial, slot in claimed:
+        groups.setdefault(structure(trial.params), []).append((trial, slot, trial.params))
+    done = [
+        r
+        for items in groups.values()
+        for r in _run_batch(items, stage.index, stage.num_epochs, full, trainer)
+    ]
+    if trainer.callback is not None:
+        trainer.callback(stage.index, [{"slot": r["slot"], **r["result"]} for r in done])
+    return done
 
 
 def _proposer(stage: Stage, earlier: Earlier, trainer: Trainer):
@@ -252,7 +269,10 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, trainer: Trainer) 
             "val_accuracy_per_epoch": [float(v) for v in history["val_accuracy"][j]],
         }
         params = sharding.trial_params(state, j)
-        out.append({"trial": trial, "slot": slot, "result": result, "params": params})
+        curves = {k: np.asarray(v[j]) for k, v in history.items()}
+        out.append(
+            {"trial": trial, "slot": slot, "result": result, "params": params, "history": curves}
+        )
     return out
 
 
@@ -279,11 +299,11 @@ def _tell(stage: Stage, r: dict, progress: Progress) -> None:
 
 
 def _wait_for_others(stage: Stage, trainer: Trainer, progress: Progress) -> bool:
-    """Whether to claim again: True when slots of processes that died were planned again,
-    or (after a pause) while other live processes run trials of this stage; False when no
-    trial of the stage is left anywhere."""
+    """Whether to claim again: True when trials of processes that died were planned or queued
+    again, or (after a pause) while other live processes run trials of this stage; False
+    when no trial of the stage is left anywhere."""
     progress.interrupted += studies.recover(stage.study, trainer.owner)
-    if _plan(stage):
+    if _plan(stage) or studies.has_waiting(stage.study):  # planned again, or queued again
         return True
     others = studies.running_elsewhere(stage.study, trainer.owner)
     if not others:
@@ -321,3 +341,53 @@ def _log_progress(stage: Stage, trial_epochs: int, seconds: float, progress: Pro
         report.duration(time.perf_counter() - progress.start),
         report.duration(max(left, 0) * seconds / trial_epochs),
     )
+
+
+class Heartbeat:
+    """The heartbeats of the trials this process runs, for an RDB storage (``lib.study``).
+
+    While its block runs (``with Heartbeat(study) as heartbeat:``), a daemon thread records a
+    heartbeat for each trial held every heartbeat interval, so a batch that trains for longer
+    than the grace period is not taken for a dead process's. ``hold`` (``studies.claim``)
+    records one at once and adds a trial; ``release`` drops trials once told. Optuna sends
+    them only from ``study.optimize``, which a sweep does not use. Does nothing for a storage
+    without heartbeats (the journal file).
+    """
+
+    def __init__(self, study):
+        self._storage = study._storage
+        self._enabled = studies.has_heartbeats(study)
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def __enter__(self):
+        if self._enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def hold(self, trial) -> None:
+        if self._enabled:
+            self._storage.record_heartbeat(trial._trial_id)
+            with self._lock:
+                self._held.add(trial._trial_id)
+
+    def release(self, trials: Iterable[Any]) -> None:
+        with self._lock:
+            self._held.difference_update(t._trial_id for t in trials)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._storage.get_heartbeat_interval()):
+            with self._lock:
+                held = sorted(self._held)
+            try:
+                for trial_id in held:
+                    self._storage.record_heartbeat(trial_id)
+            except Exception as e:  # noqa: BLE001 (a lost connection: the next beat retries)
+                logging.warning("heartbeat not recorded (%s: %s)", type(e).__name__, e)
