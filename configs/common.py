@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
             "num_train": config_dict.placeholder(int),  # keep only this many training examples
             "num_val": config_dict.placeholder(int),  # validation size (default: per data set)
             "scale": 1.0,  # pixels are centred on the training mean, then multiplied by this
+            "preprocess": "center",  # center | standardize (x / train std) | auto (pixels or std)
             "split_seed": 0,  # train/val/test split, num_train subset, spiral points (fixed)
         }
     )

@@ -30,12 +30,19 @@ from typing import Any, Callable
 
 from absl import app, flags, logging
 import jax
+import ml_collections
 from ml_collections import config_flags
+from ml_collections.config_flags import config_flags as config_flags_impl
 
 from lib import distributed, interrupt, metrics
 
 # The experiments that run as several processes of one multi-process JAX run.
-MULTI_PROCESS = ("experiments.sweep", "experiments.train", "experiments.ensemble")
+MULTI_PROCESS = (
+    "experiments.sweep",
+    "experiments.train",
+    "experiments.ensemble",
+    "experiments.tune",
+)
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Errors the library raises for bad input, each with a message that names the fix (OSError:
@@ -77,12 +84,17 @@ def _config_file(argv: list[str]) -> str | None:
     return None
 
 
-def _config_error(error: Exception, argv: list[str], config_file: str | None) -> None:
+def _config_error(
+    error: Exception, argv: list[str], config_file: str | None, extend=None
+) -> None:
     """Exits with one line for an error raised while a config and its overrides were read."""
     if isinstance(error, (AttributeError, KeyError)):
         path = _config_file(argv) or config_file
         try:
-            tree = runpy.run_path(path)["get_config"]().to_dict() if path else None
+            config = runpy.run_path(path)["get_config"]() if path else None
+            if config is not None and extend is not None:
+                extend(config)  # the fields the experiment adds (experiments.tune)
+            tree = None if config is None else config.to_dict()
         except Exception:  # noqa: BLE001 (a broken config file: its own error is shown below)
             tree = None
         if tree is not None:
@@ -104,19 +116,53 @@ def define_config(
     help_text: str,
     flag_values: flags.FlagValues = flags.FLAGS,
     argv: list[str] | None = None,
+    extend: Callable[[Any], Any] | None = None,
 ):
     """``config_flags.DEFINE_config_file("config", default, help_text)``; a bad override of
     the default config (applied as the flag is defined) exits with one line.
 
     ``flag_values`` and ``argv`` (default: absl's flags and ``sys.argv``) let a test define
-    and parse a command line of its own."""
+    and parse a command line of its own. ``extend(config)`` adds fields to every loaded
+    config file before the ``--config.*`` overrides apply (``experiments.tune`` adds its
+    ``search`` and ``ensemble`` blocks to any training config: they override like the file's
+    own fields)."""
     _DEFAULT_CONFIG[id(flag_values)] = default
+    _EXTEND[id(flag_values)] = extend
     try:
-        return config_flags.DEFINE_config_file(
-            "config", default, help_text, flag_values=flag_values, sys_argv=argv
+        if extend is None:
+            return config_flags.DEFINE_config_file(
+                "config", default, help_text, flag_values=flag_values, sys_argv=argv
+            )
+        flag = config_flags_impl._ConfigFlag(  # DEFINE_config_file's flag, our file parser
+            parser=_ExtendingParser(extend),
+            serializer=flags.ArgumentSerializer(),
+            name="config",
+            default=default,
+            help_string=help_text,
+            flag_values=flag_values,
+            sys_argv=argv,
         )
+        return flags.DEFINE_flag(flag, flag_values)
     except CONFIG_ERRORS as e:
-        _config_error(e, sys.argv if argv is None else argv, default)
+        _config_error(e, sys.argv if argv is None else argv, default, extend)
+
+
+_EXTEND: dict[int, Callable[[Any], Any] | None] = {}  # id(flag values) -> define_config's
+
+
+class _ExtendingParser(config_flags_impl.ConfigFileFlagParser):
+    """The config-file parser, then ``extend`` on the config before it is locked."""
+
+    def __init__(self, extend: Callable[[Any], Any]):
+        super().__init__(name="config", lock_config=False)
+        self._extend = extend
+
+    def parse(self, path):
+        config = super().parse(path)
+        if isinstance(config, ml_collections.ConfigDict):
+            self._extend(config)
+            config.lock()
+        return config
 
 
 def _parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
@@ -134,7 +180,9 @@ def _parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -
     except flags.Error as e:
         _fail(f"{e}; pass --helpfull to see the flags")
     except CONFIG_ERRORS as e:
-        _config_error(e, argv, _default_config_file(flag_values))
+        _config_error(
+            e, argv, _default_config_file(flag_values), _EXTEND.get(id(flag_values))
+        )
     return []  # not reached
 
 

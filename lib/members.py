@@ -161,7 +161,8 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     ``settings.CONFIG_PATHS`` name: ``learning_rate``, ``reg``, ``hidden``, ``optimizer``,
     ...). Rows whose ``status`` is ``complete`` are kept (not ``diverged``). Each returned
     dict has ``trial`` (``"<trial> (stage <stage>)"``), ``val_accuracy``, ``seed`` (the
-    trial's key is ``jax.random.key(seed)``), ``order_seed`` (its minibatch-order key) and
+    trial's key is ``jax.random.key(seed)``), ``order_seed`` (its minibatch-order key; None:
+    the trial drew its own order from its seed) and
     ``fields`` (CONFIG_PATHS name -> value: the seed, the epochs and the space's
     hyperparameters).
     """
@@ -205,7 +206,7 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
                 "trial": f"{row['trial']} (stage {row['stage']})",  # numbers restart per stage
                 "val_accuracy": float(row["val_accuracy"]),
                 "seed": fields["seed"],
-                "order_seed": int(row["order_seed"]),
+                "order_seed": int(row["order_seed"]) if row["order_seed"] else None,
                 "fields": fields,
             }
         )

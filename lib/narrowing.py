@@ -8,7 +8,7 @@ the range) and suggests a wider, still valid bound. Pure functions of their argu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,17 +27,26 @@ def top_indices(scores: Sequence[float], fraction: float) -> np.ndarray:
 
 
 def narrow(
-    space: Space, rows: Sequence[Mapping[str, Any]], scores: Sequence[float], top_fraction: float
+    space: Space,
+    rows: Sequence[Mapping[str, Any]],
+    scores: Sequence[float],
+    top_fraction: float,
+    extend: Collection[str] = (),
+    setup: settings.Setup | None = None,
 ) -> Space:
     """The next stage's space: each range shrunk around the best ``top_fraction`` trials.
 
     On each dimension's scale the new range is the span [a, b] of the top trials' values,
     padded by ``max((b - a) / 4, (high - low) / 20)`` on each side and clipped to the old
-    range (so it never grows); choices keep those the top trials used.
+    range (so it never grows); choices keep those the top trials used. A dimension named in
+    ``extend`` (a default range, not a configured one) whose best trials sit at a border
+    (``border_extensions``) grows past that border instead, to the valid bound
+    ``border_warnings`` would suggest ("careful with best values on border").
     """
     if not rows:
         raise ValueError("cannot narrow a search space without finished trials")
     top = [rows[i] for i in top_indices(scores, top_fraction)]
+    grown = border_extensions(space, rows, scores, extend, setup)
     out = {}
     for name, dim in space.items():
         if dim.scale == "choice":
@@ -55,7 +64,35 @@ def narrow(
         new_hi = dim.high if b >= hi else min(float(from_scale(dim, b)), dim.high)
         if name in INTEGER:
             new_lo, new_hi = math.floor(new_lo), math.ceil(new_hi)
+        side, bound = grown.get(name, (None, None))
+        if side == "low":
+            new_lo = bound
+        elif side == "high":
+            new_hi = bound
         out[name] = dim._replace(low=new_lo, high=new_hi)
+    return out
+
+
+def border_extensions(
+    space: Space,
+    rows: Sequence[Mapping[str, Any]],
+    scores: Sequence[float],
+    extend: Collection[str],
+    setup: settings.Setup | None = None,
+) -> dict[str, tuple[str, float]]:
+    """{name: (side, new bound)} for each numeric dimension in ``extend`` whose best trials
+    (the median of the top tenth, as ``border_warnings`` finds them) sit in the outer tenth
+    of its range: the bound half the range's width past that side, valid for ``setup``
+    (none where the range already reaches the limit of valid values)."""
+    if not rows:
+        return {}
+    best = [rows[i] for i in top_indices(scores, 0.1)]
+    out = {}
+    for name in sorted(set(extend) & set(space)):
+        side = _border_side(name, space[name], best)
+        bound = None if side is None else _widened(name, space[name], side, setup)
+        if bound is not None:
+            out[name] = (side, bound)
     return out
 
 

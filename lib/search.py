@@ -1,6 +1,6 @@
 """Hyperparameter search: runs a study over a search space (``lib.space``), resumably.
 
-``run_search(config, workdir)`` drives a sweep, top-down: it reads the config (``_read_config``,
+``run_search(config, workdir)`` drives a sweep, top-down: it reads the config (``read_sweep``,
 the only reader), opens the workdir's study, builds and runs each stage in turn
 (``lib.sweep_stage``: each batch of trials of one shape is one vmapped, sharded ``train.fit``,
 ``lib.sharding``), and writes the outputs in one place (``_write_outputs``). Each trial has
@@ -98,15 +98,25 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
       the summary written to summary.json (on the other processes of a multi-process run,
       which write nothing: {}).
     """
+    return run_sweep(read_sweep(config), workdir, callback)[0]
+
+
+def run_sweep(sweep: Sweep, workdir: str, callback=None, keep=None) -> tuple[dict, list[dict]]:
+    """Runs (or resumes) ``sweep`` (``read_sweep``'s value) in ``workdir``, as
+    ``run_search`` describes; returns (the summary, every finished trial's record).
+
+    ``keep``: optional ``keep(stage, done)`` called with each trained batch (dicts with
+    ``slot``, ``result`` and ``params``) before the study is told of it, so what it keeps
+    (an ensemble's members) is on disk before the trial counts as finished.
+    """
     start = time.perf_counter()
-    sweep = _read_config(config, workdir)  # raises before anything is written
     distributed.check_same_on_all(
         "the config and the data set", sweep.config_dict, *sweep.dataset.arrays()
     )
-    trainer = _trainer(sweep, callback)
+    trainer = _trainer(sweep, callback, keep)
     if not distributed.is_main():  # a follower of a multi-process sweep: it only trains
         sharding.follow(trainer.data, trainer.mesh)
-        return {}
+        return {}, []
     with sharding.leading():
         metrics.check_config(workdir, sweep.config_dict, "sweep", resumable=_RESUMABLE_CHANGES)
         storage = _open_study(sweep, workdir)
@@ -114,7 +124,8 @@ def run_search(config: Any, workdir: str, callback=None) -> dict[str, Any]:
             start, planned=[num for num, _ in sweep.stages], epochs=[e for _, e in sweep.stages]
         )
         records, stage_summaries, best = _run_stages(sweep, storage, trainer, progress)
-        return _write_outputs(workdir, sweep, records, stage_summaries, best, trainer, progress)
+        summary = _write_outputs(workdir, sweep, records, stage_summaries, best, trainer, progress)
+        return summary, records
 
 
 class Sweep(NamedTuple):
@@ -133,11 +144,23 @@ class Sweep(NamedTuple):
     setup: settings.Setup
     hparams: dict[str, float]
     config_dict: dict
+    extendable: tuple[str, ...] = ()  # default ranges, grown past a border the best touch
+    own_order_last: bool = False  # the last stage's trials draw their own minibatch orders
 
 
-def _read_config(config: Any, workdir: str) -> Sweep:
+class Defaults(NamedTuple):
+    """What a search derives where its config is silent (``experiments.tune``):
+    ``plan(configured space, stages, dataset, setup, hparams)`` -> (space, stages, the
+    names whose range is a default)."""
+
+    plan: Any
+    own_order_last: bool = True
+
+
+def read_sweep(config: Any, defaults: Defaults | None = None) -> Sweep:
     """Parses and validates everything before the workdir is touched (except what the
-    workdir holds: ``run_search`` compares its config.json on process 0)."""
+    workdir holds: ``run_sweep`` compares its config.json on process 0). With ``defaults``
+    an empty ``search.space`` or ``search.stages`` is derived by ``defaults.plan``."""
     s = config.search
     if s.sampler not in samplers.SAMPLERS:
         raise ValueError(f"unknown search.sampler {s.sampler!r}; valid: {', '.join(SAMPLERS)}")
@@ -153,12 +176,17 @@ def _read_config(config: Any, workdir: str) -> Sweep:
                 "num_trials and tpe_startup must be >= 1, top_fraction in (0, 1]"
             )
     settings.check_no_data_parallel(config, "its trials")
-    space = space_from_config(s.space)
-    stages = stages_from_config(s.get("stages"), int(s.num_trials), int(config.train.num_epochs))
+    configured = space_from_config(s.space) if s.space or defaults is None else {}
+    stages = s.get("stages") or None
+    if stages is not None or defaults is None:
+        stages = stages_from_config(stages, int(s.num_trials), int(config.train.num_epochs))
     dataset = settings.load_data(config)
     setup = settings.setup_from_config(config, dataset.num_features, dataset.num_classes)
     hparams = settings.hparams_from_config(config)
     settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
+    space, extendable = configured, ()
+    if defaults is not None:
+        space, stages, extendable = defaults.plan(configured, stages, dataset, setup, hparams)
     check_space(space, setup, stages)
     config_dict = config.to_dict()
     return Sweep(
@@ -175,6 +203,8 @@ def _read_config(config: Any, workdir: str) -> Sweep:
         setup=setup,
         hparams=hparams,
         config_dict=config_dict,
+        extendable=tuple(extendable),
+        own_order_last=defaults is not None and defaults.own_order_last,
     )
 
 
@@ -194,7 +224,7 @@ def _open_study(sweep: Sweep, workdir: str):
     return studies.open_storage(sweep.storage, workdir)
 
 
-def _trainer(sweep: Sweep, callback) -> sweep_stage.Trainer:
+def _trainer(sweep: Sweep, callback, keep=None) -> sweep_stage.Trainer:
     """What every batch of the sweep shares (the data put on every process's devices)."""
     mesh = sharding.trial_mesh()
     return sweep_stage.Trainer(
@@ -207,6 +237,8 @@ def _trainer(sweep: Sweep, callback) -> sweep_stage.Trainer:
         owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         tpe_startup=sweep.tpe_startup,
         callback=callback,
+        keep=keep,
+        own_order_stage=len(sweep.stages) - 1 if sweep.own_order_last else None,
     )
 
 
@@ -224,19 +256,24 @@ def _run_stages(
         stage = sweep_stage.open_stage(
             storage, sweep.study_name, index, space, num, num_epochs, sweep.sampler, sweep.seed
         )
+        t0 = time.perf_counter()
         stage_records = sweep_stage.run_stage(stage, earlier, trainer, progress)
+        seconds = time.perf_counter() - t0
         records += stage_records
         earlier.append([(r["hparams"], r["value"], stage.dists) for r in stage_records])
         stage_summaries.append(
             report.stage_summary(
                 index, stage.space, num_epochs, stage_records, sweep.space, sweep.setup, chance
             )
+            | {"config_epochs": len(stage_records) * num_epochs, "seconds": seconds}
         )
         best = report.best_trial(stage_records) or best
         ok = [r for r in stage_records if r["status"] == "complete"]
         if index + 1 < len(sweep.stages) and ok:  # with none complete, keep the range
             rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
-            space = narrow(stage.space, rows, scores, sweep.top_fraction)
+            space = narrow(
+                stage.space, rows, scores, sweep.top_fraction, sweep.extendable, sweep.setup
+            )
     return records, stage_summaries, best
 
 

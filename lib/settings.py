@@ -327,13 +327,66 @@ def hparams_from_config(config: ml_collections.ConfigDict) -> dict[str, float]:
 
 
 def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
-    """The data set a config names (raises a clear error before anything is written)."""
+    """The data set a config names, preprocessed as ``dataset.preprocess`` says (raises a
+    clear error before anything is written)."""
     ds = config.dataset
-    return data.load(
+    how = ds.get("preprocess", "center")
+    if how not in PREPROCESS:
+        raise ValueError(
+            f"unknown dataset.preprocess {how!r}; valid: {', '.join(PREPROCESS)} "
+            "(e.g. --config.dataset.preprocess=auto)"
+        )
+    loaded = data.load(
         ds.name,
         ds.get("data_dir") or None,
         seed=int(ds.get("split_seed", 0)),
         num_train=ds.get("num_train"),
         num_val=ds.get("num_val"),
         scale=float(ds.get("scale", 1.0)),
+    )
+    return preprocessed(loaded, how)
+
+
+# dataset.preprocess: how features are put on one scale after centring on the training mean.
+PREPROCESS = ("center", "standardize", "auto")
+
+
+def preprocess_choice(dataset: data.Dataset, how: str) -> str:
+    """What ``how`` means for ``dataset``: ``auto`` is ``pixels`` (integer pixels, scaled
+    by one over the largest training pixel) or ``standardize`` (any other features)."""
+    if how != "auto":
+        return how
+    return "pixels" if dataset.train_pixels is not None else "standardize"
+
+
+def preprocessed(dataset: data.Dataset, how: str) -> data.Dataset:
+    """``dataset`` (centred, times ``dataset.scale``) put on one scale as ``how`` says.
+
+    ``center``: as it is. ``standardize``: every feature divided by its training standard
+    deviation (constant features keep theirs). ``auto`` picks (``preprocess_choice``):
+    integer pixels get ``scale = 1 / max pixel`` (digits 1/16, CIFAR-10 1/255), so a
+    configured scale is replaced; other features are standardised.
+    """
+    choice = preprocess_choice(dataset, how)
+    if choice == "center":
+        return dataset
+    x_train, x_val, x_test = dataset.x_train, dataset.x_val, dataset.x_test
+    if choice == "pixels":
+        scale = 1.0 / max(1.0, float(dataset.train_pixels.max()))
+        ratio = np.float32(scale / dataset.scale)
+        return dataclasses.replace(  # the training rows from the pixels: Pixels' bits
+            dataset,
+            x_train=data.preprocess(dataset.train_pixels, dataset.mean, scale),
+            x_val=x_val if ratio == 1 else x_val * ratio,
+            x_test=x_test if ratio == 1 else x_test * ratio,
+            scale=scale,
+        )
+    std = x_train.std(axis=0, dtype=np.float64)
+    std = np.where(std > 1e-12 * max(1.0, float(std.max())), std, 1.0).astype(np.float32)
+    return dataclasses.replace(
+        dataset,
+        x_train=x_train / std,
+        x_val=x_val / std,
+        x_test=x_test / std,
+        train_pixels=None,  # per-feature scales: the rows are no longer pixels times one scale
     )

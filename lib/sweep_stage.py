@@ -80,6 +80,8 @@ class Trainer:
     owner: str  # host:pid:token, written on every claimed trial
     tpe_startup: int
     callback: Callable[[int, list[dict]], None] | None
+    keep: Callable[[int, list[dict]], None] | None = None  # each trained batch, before tell
+    own_order_stage: int | None = None  # this stage's trials draw their own minibatch orders
 
 
 @dataclasses.dataclass
@@ -189,6 +191,8 @@ def _train(claimed, stage: Stage, full: int, trainer: Trainer) -> list[dict]:
     ]
     if trainer.callback is not None:
         trainer.callback(stage.index, [{"slot": r["slot"], **r["result"]} for r in done])
+    if trainer.keep is not None:
+        trainer.keep(stage.index, done)
     return done
 
 
@@ -248,9 +252,10 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, trainer: Trainer) 
     # Lanes: a power of two, at least a quarter of the stage's batch (few distinct shapes,
     # so few compiles), at most the batch.
     lanes = min(full, max(1 << (len(items) - 1).bit_length(), full // 4))
+    order_seed = None if stage == trainer.own_order_stage else trainer.seed
     t0 = time.perf_counter()
     state, history = sharding.lead_fit(  # in a multi-process sweep, every process trains it
-        seeds, rows, trainer.data, setup, trainer.mesh, lanes, order_seed=trainer.seed
+        seeds, rows, trainer.data, setup, trainer.mesh, lanes, order_seed=order_seed
     )
     share = (time.perf_counter() - t0) / len(items)
     diverged = sharding.diverged(history)
@@ -260,7 +265,7 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, trainer: Trainer) 
         result = {
             "status": "diverged" if diverged[j] else "complete",
             "seed": seeds[j],
-            "order_seed": trainer.seed,
+            "order_seed": order_seed,  # None: the trial's own order, from its seed
             "num_epochs": setup.num_epochs,
             "seconds": share,
             "diverged_epoch": div_epoch,

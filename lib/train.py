@@ -311,11 +311,17 @@ def _figures(state: TrainState, run: Run, history: list[dict], workdir: str) -> 
     """curves.png, and for image data the model's input weights drawn as images (the notes'
     class templates of a linear model, the first layer's rows of a two-layer net)."""
     plots.training_curves(history, os.path.join(workdir, "curves.png"))
-    figure = scores.model(run.setup.model).figure
-    if run.dataset.is_image and figure is not None:
+    weight_figure(state.params, run.setup, run.dataset, workdir)
+
+
+def weight_figure(params, setup: Setup, dataset: data.Dataset, workdir: str) -> None:
+    """For image data, the model's input weights drawn as images in ``workdir``
+    (``scores.Model.figure``: templates.png, first_layer.png); nothing otherwise."""
+    figure = scores.model(setup.model).figure
+    if dataset.is_image and figure is not None:
         leaf, kind = figure
-        weights = np.asarray(state.params[leaf])
-        WEIGHT_FIGURES[kind](weights, run.dataset, os.path.join(workdir, f"{kind}.png"))
+        weights = np.asarray(params[leaf])
+        WEIGHT_FIGURES[kind](weights, dataset, os.path.join(workdir, f"{kind}.png"))
 
 
 def _log_summary(summary: dict[str, Any]) -> None:

@@ -1,0 +1,270 @@
+"""From a training config to a tuned, ensembled model in one job: ``run_tune(config, workdir)``.
+
+The notes' workflow (search coarse to fine, take the best, ensemble the top models) as one
+resumable sweep whose last stage trains the final models:
+
+1. ``lib.search`` runs the stages, with a default space and stages derived from the data
+   and the run wherever the config's ``search`` block is silent (``lib.autospace``; a
+   default range grows past a border its best trials touch, a configured one stays as
+   given). The last stage trains every trial for the config's own epochs, each with its own
+   minibatch order (so the members err apart), and every complete trial's parameters and
+   curves are written to ``members/`` before the study counts it finished
+   (``keep_members``): nothing is trained twice, and a rerun after ``kill -9`` goes on from
+   the last told batch.
+2. The best model is the search's best trial (its test accuracy, ``best_params/``,
+   ``best_hparams.json`` with the flags that retrain it).
+3. The ensemble is the last stage's top ``ensemble.size`` complete trials, read back from
+   ``members/`` and evaluated as ``lib.ensemble`` evaluates any members.
+
+Writes the sweep's files (config.json, study.journal, trials.csv, search.png,
+best_hparams.json, best_params/), ``members/``, curves.png and the weight figure of the best
+model, ensemble.png, summary.json and report.md (``lib.tune_report``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from lib import (
+    autospace,
+    distributed,
+    ensemble,
+    members,
+    metrics,
+    plots,
+    search,
+    settings,
+    sharding,
+    sweep_stage,
+    train,
+    tune_report,
+)
+
+MEMBERS = "members"  # the last stage's trained params and curves, one .npz per slot
+
+
+def run_tune(config: Any, workdir: str) -> dict[str, Any]:
+    """Runs (or resumes) the whole job a training config (plus optional ``search`` and
+    ``ensemble`` blocks) describes, and writes ``workdir``.
+
+    Returns:
+      the summary written to summary.json: the sweep's entries (``stages``, ``num_trials``,
+      ``border_warnings``, ...), ``best`` (hparams and the best model's
+      ``train/val/test_accuracy``), ``ensemble`` (``members``, ``val_accuracy``,
+      ``test_accuracy``, ``gain_over_best``, ...), ``config_epochs``, ``preprocess``,
+      ``space_notes`` and ``wall_seconds``. ({} on the other processes of a multi-process
+      run, which write nothing.)
+    """
+    start = time.perf_counter()
+    size, how = int(config.ensemble.size), config.ensemble.get("combine", "proba")
+    if size < 1:
+        raise ValueError(f"ensemble.size={size} must be >= 1; set --config.ensemble.size=8")
+    if how not in ensemble.COMBINES:
+        raise ValueError(f"unknown ensemble.combine {how!r}; valid: {', '.join(ensemble.COMBINES)}")
+    notes: dict[str, str] = {}
+    sweep = search.read_sweep(config, defaults(size, notes))
+    last = len(sweep.stages) - 1
+    if size > sweep.stages[-1][0]:
+        raise ValueError(
+            f"ensemble.size={size} is more than the last stage's {sweep.stages[-1][0]} trials; "
+            f"lower --config.ensemble.size or raise the last stage of --config.search.stages"
+        )
+    summary, records = search.run_sweep(
+        sweep, workdir, keep=lambda stage, done: keep_members(workdir, stage, last, done)
+    )
+    if not distributed.is_main():
+        return {}
+    top = top_members(records, last, size)
+    if not top:
+        raise FloatingPointError(
+            "no trial of the last stage completed (all diverged): no ensemble; lower the "
+            "learning-rate range (--config.search.space.learning_rate.high) and use a new --workdir"
+        )
+    groups = member_groups(workdir, top, sweep)
+    result = ensemble.evaluate(groups, sweep.dataset, how)
+    _figures(workdir, summary, result, sweep, records)
+    summary = _summary(summary, result, top, sweep, config, notes, start)
+    metrics.write_json(os.path.join(workdir, "summary.json"), summary)
+    tune_report.write(workdir, summary)
+    _log_result(summary)
+    return summary
+
+
+def defaults(size: int, notes: dict[str, str] | None = None) -> search.Defaults:
+    """What a tune derives where its config is silent (``_plan``), for an ensemble of
+    ``size``; ``notes`` receives how each range was derived."""
+    notes = {} if notes is None else notes
+    return search.Defaults(plan=functools.partial(_plan, size=size, notes=notes))
+
+
+def _plan(configured, stages, dataset, setup, hparams, *, size: int, notes: dict):
+    """``search.Defaults.plan``: the space (defaults under the configured entries) and the
+    stages (``autospace.default_stages`` unless configured)."""
+    space, extendable, how = autospace.resolve(configured, setup, hparams, dataset)
+    notes.update(how)
+    if stages is None:
+        stages = autospace.default_stages(setup.num_epochs, size)
+    return space, stages, extendable
+
+
+def member_path(workdir: str, slot: int) -> str:
+    return os.path.join(workdir, MEMBERS, f"slot-{slot:04d}.npz")
+
+
+def keep_members(workdir: str, stage: int, last: int, done: Sequence[dict]) -> None:
+    """Writes each complete trial of the ``last`` stage (its params and per-epoch curves) to
+    ``members/slot-<slot>.npz``, atomically (a rename), before the study is told of it."""
+    if stage != last:
+        return
+    os.makedirs(os.path.join(workdir, MEMBERS), exist_ok=True)
+    for r in done:
+        if r["result"]["status"] != "complete":
+            continue
+        arrays = {f"params/{k}": np.asarray(v) for k, v in r["params"].items()}
+        arrays.update({f"history/{k}": np.asarray(v) for k, v in r["history"].items()})
+        path = member_path(workdir, r["slot"])
+        tmp = f"{path}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+
+def read_member(workdir: str, slot: int) -> tuple[dict, dict] | None:
+    """(params, history) of a kept member, or None when its file is missing or unreadable."""
+    try:
+        with np.load(member_path(workdir, slot), allow_pickle=False) as f:
+            items = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        if not isinstance(e, FileNotFoundError):
+            logging.warning("members/: slot %d unreadable (%s); it is retrained", slot, e)
+        return None
+    split = lambda prefix: {k[len(prefix) :]: v for k, v in items.items() if k.startswith(prefix)}
+    return split("params/"), split("history/")
+
+
+def top_members(records: Sequence[dict], last: int, size: int) -> list[dict]:
+    """The ``size`` complete trials of the ``last`` stage with the highest validation
+    accuracy (ties: the lower slot)."""
+    ok = [r for r in records if r["stage"] == last and r["status"] == "complete"]
+    return sorted(ok, key=lambda r: (-r["value"], r["slot"]))[:size]
+
+
+def member_groups(workdir: str, top: Sequence[dict], sweep: search.Sweep) -> list[members.Group]:
+    """The members as groups of one structure each, their params read from ``members/``
+    (a member whose file is missing, e.g. trained by a worker with another workdir, is
+    retrained from its seed, hparams and order: the same params)."""
+    by_setup: dict[settings.Setup, list[tuple[dict, dict]]] = {}
+    for r in top:
+        setup = sweep_stage.setup_for(sweep.setup, r["hparams"], r["num_epochs"])
+        kept = read_member(workdir, r["slot"])
+        params = kept[0] if kept is not None else _retrain(r, setup, sweep)
+        by_setup.setdefault(setup, []).append((r, params))
+    return [
+        members.Group(
+            setup,
+            jax.tree.map(lambda *p: np.stack(p), *[p for _, p in items]),
+            tuple(member_name(r) for r, _ in items),
+        )
+        for setup, items in by_setup.items()
+    ]
+
+
+def member_name(r: dict) -> str:
+    return f"trial {r['trial']} (stage {r['stage']})"
+
+
+def _retrain(r: dict, setup: settings.Setup, sweep: search.Sweep) -> dict:
+    logging.info("members/: %s not kept here; retraining it", member_name(r))
+    mesh = sharding.trial_mesh(jax.local_devices())  # process 0 alone: its own devices
+    state, _ = sharding.fit_trials(
+        [r["seed"]],
+        [sweep_stage.trial_hparams(sweep.hparams, r["hparams"])],
+        train.to_device(sweep.dataset, mesh),
+        setup,
+        mesh,
+        order_seed=r["order_seed"],
+    )
+    return sharding.trial_params(state, 0)
+
+
+def _figures(workdir: str, summary: dict, result: dict, sweep: search.Sweep, records) -> None:
+    """ensemble.png; curves.png and the weight figure of the best model when it is kept."""
+    plots.ensemble_members(result, os.path.join(workdir, "ensemble.png"))
+    best = summary.get("best")
+    kept = best and read_member(workdir, _slot_of(records, best))
+    if not kept:
+        return
+    params, history = kept
+    epochs = len(history["val_accuracy"])
+    rows = [{"epoch": e + 1, **{k: float(v[e]) for k, v in history.items()}} for e in range(epochs)]
+    plots.training_curves(rows, os.path.join(workdir, "curves.png"))
+    setup = sweep_stage.setup_for(sweep.setup, best["hparams"], best["num_epochs"])
+    train.weight_figure(params, setup, sweep.dataset, workdir)
+
+
+def _slot_of(records: Sequence[dict], best: dict) -> int:
+    return next(
+        r["slot"] for r in records if (r["stage"], r["trial"]) == (best["stage"], best["trial"])
+    )
+
+
+def _summary(summary, result, top, sweep, config, notes, start) -> dict[str, Any]:
+    """The sweep's summary with the job's entries."""
+    best_member = result["best_member"]
+    ens = {
+        **{k: result[k] for k in ("members", "ensemble", "combine", "size", "mean_member")},
+        "val_accuracy": result["ensemble"]["val_accuracy"],
+        "test_accuracy": result["ensemble"]["test_accuracy"],
+        "best_member": best_member,
+        "gain_over_best": result["gain_over_best"],
+        "gain_over_mean": result["gain_over_mean"],
+        "origin": [
+            {"name": member_name(r), "stage": r["stage"], "trial": r["trial"], "slot": r["slot"],
+             "num_epochs": r["num_epochs"], "model": sweep.setup.model, "hparams": r["hparams"]}
+            for r in top
+        ],
+    }
+    best = summary.get("best") or {}
+    return {
+        **summary,
+        "best": {
+            **best,
+            "train_accuracy": summary.get("train_accuracy"),
+            "val_accuracy": summary.get("val_accuracy"),
+            "test_accuracy": summary.get("test_accuracy"),
+        },
+        "ensemble": ens,
+        "config_epochs": sum(st["config_epochs"] for st in summary["stages"]),
+        "preprocess": settings.preprocess_choice(
+            sweep.dataset, config.dataset.get("preprocess", "center")
+        ),
+        "dataset": sweep.dataset.describe(),
+        "model": sweep.setup.model,
+        "optimizer": sweep.setup.optimizer,
+        "loss": sweep.setup.loss,
+        "space_notes": notes,
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+def _log_result(summary: dict) -> None:
+    e, b = summary["ensemble"], summary["best"]
+    logging.info(
+        "best model: val %.4f  test %.4f; ensemble of %d: val %.4f  test %.4f (%+.4f over the "
+        "best member); %d configuration-epochs, %.1fs in all",
+        b["val_accuracy"],
+        b["test_accuracy"],
+        e["size"],
+        e["val_accuracy"],
+        e["test_accuracy"],
+        e["gain_over_best"]["test_accuracy"],
+        summary["config_epochs"],
+        summary["wall_seconds"],
+    )

@@ -1,0 +1,183 @@
+"""experiments.tune end to end on digits (lib/tune.py, lib/tune_report.py): the outputs, the
+members equal to the search's own trained params, resuming after kill -9 anywhere."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from configs import tune as tune_config
+from lib import metrics, model, search, sharding, sweep_stage, train, tune
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = "12x1,8x3"  # 12 one-epoch trials, then the 8 members' stage of 3 epochs
+SIZE = 4
+
+
+def small_config(sampler="random"):
+    c = tune_config.get_config()
+    c.search.stages = STAGES
+    c.search.sampler = sampler
+    c.search.trials_per_batch = 4
+    c.search.tpe_startup = 4
+    c.ensemble.size = SIZE
+    return c
+
+
+def read_trials(workdir):
+    with open(os.path.join(workdir, "trials.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {(r["stage"], r["slot"]): r for r in rows}
+
+
+# Runs the tune of ``small_config`` and kills itself (SIGKILL) as the study is told of its
+# n-th trial: trials of the batch before it are told, the rest are not.
+_KILLED = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from lib import sweep_stage, tune
+    from tests.tune_test import small_config
+    told, original = [0], sweep_stage._tell
+    def tell(*args):
+        told[0] += 1
+        if told[0] == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args)
+    sweep_stage._tell = tell
+    tune.run_tune(small_config(), sys.argv[1])
+    """
+)
+
+
+class TuneTest(parameterized.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = tempfile.mkdtemp(prefix="tune_test_")
+        cls.workdir = os.path.join(cls.root, "whole")
+        cls.summary = tune.run_tune(small_config(), cls.workdir)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.root, ignore_errors=True)
+        super().tearDownClass()
+
+    def test_outputs(self):
+        s, w = self.summary, self.workdir
+        for name in ("summary.json", "report.md", "best_hparams.json", "trials.csv", "search.png"):
+            self.assertTrue(os.path.exists(os.path.join(w, name)), name)
+        for name in ("curves.png", "templates.png", "ensemble.png"):
+            self.assertTrue(os.path.exists(os.path.join(w, name)), name)
+        self.assertEqual(metrics.read_json(os.path.join(w, "summary.json")), metrics.to_json(s))
+        self.assertEqual(s["config_epochs"], 12 * 1 + 8 * 3)
+        self.assertEqual([st["config_epochs"] for st in s["stages"]], [12, 24])
+        self.assertEqual(s["num_trials"], 20)
+        self.assertEqual(s["best"]["stage"], 1)
+        for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+            self.assertGreater(s["best"][key], 0.8)
+        self.assertEqual(set(s["space_notes"]), {"learning_rate", "reg"})
+        self.assertEqual(s["preprocess"], "center")
+        report = open(os.path.join(w, "report.md")).read()
+        self.assertIn(f"{s['ensemble']['test_accuracy']:.4f}", report)
+        self.assertIn("lambda_max", report)
+        self.assertIn(metrics.read_json(os.path.join(w, "best_hparams.json"))["flags"], report)
+
+    def test_members_are_the_last_stage_best_trials(self):
+        """The ensemble's members are the last stage's top trials of trials.csv, as the
+        summary names them, each with its model, epochs and origin."""
+        trials = read_trials(self.workdir)
+        last = sorted(
+            (r for (stage, _), r in trials.items() if stage == "1" and r["status"] == "complete"),
+            key=lambda r: (-float(r["val_accuracy"]), int(r["slot"])),
+        )[:SIZE]
+        ens = self.summary["ensemble"]
+        self.assertEqual([o["slot"] for o in ens["origin"]], [int(r["slot"]) for r in last])
+        self.assertEqual(
+            [m["name"] for m in ens["members"]], [f"trial {r['trial']} (stage 1)" for r in last]
+        )
+        for o, r, m in zip(ens["origin"], last, ens["members"]):
+            self.assertEqual((o["num_epochs"], o["model"]), (3, "linear"))
+            self.assertAlmostEqual(m["val_accuracy"], float(r["val_accuracy"]), places=6)
+            self.assertEqual(r["order_seed"], "")  # each member drew its own minibatch order
+        self.assertAlmostEqual(
+            ens["gain_over_best"]["test_accuracy"],
+            ens["test_accuracy"] - ens["best_member"]["test_accuracy"],
+        )
+
+    def test_members_equal_the_search_own_trained_params(self):
+        """What members/ holds is what training each trial gives (its seed, hparams and own
+        order), and the ensemble is computed from exactly those params."""
+        sweep = search.read_sweep(small_config(), tune.defaults(SIZE))
+        origin = self.summary["ensemble"]["origin"]
+        setup = sweep_stage.setup_for(sweep.setup, origin[0]["hparams"], 3)
+        trials = read_trials(self.workdir)
+        seeds = [int(trials[("1", str(o["slot"]))]["seed"]) for o in origin]
+        rows = [sweep_stage.trial_hparams(sweep.hparams, o["hparams"]) for o in origin]
+        state, _ = sharding.fit_trials(seeds, rows, train.to_device(sweep.dataset), setup)
+        for i, o in enumerate(origin):
+            params, history = tune.read_member(self.workdir, o["slot"])
+            for name in ("W", "b"):
+                np.testing.assert_allclose(params[name], state.params[name][i], atol=1e-5)
+            acc = model.accuracy(params, sweep.dataset.x_test, sweep.dataset.y_test, setup)
+            self.assertAlmostEqual(
+                float(acc), self.summary["ensemble"]["members"][i]["test_accuracy"], places=6
+            )
+            self.assertEqual(len(history["val_accuracy"]), 3)
+
+    def test_a_finished_tune_reruns_nothing(self):
+        again = os.path.join(self.root, "again")
+        shutil.copytree(self.workdir, again)
+        summary = tune.run_tune(small_config(), again)
+        self.assertEqual(summary["trials_run"], 0)
+        self.assertEqual(summary["ensemble"]["members"], self.summary["ensemble"]["members"])
+
+    @parameterized.named_parameters(("in_the_first_stage", 2), ("after_members_were_kept", 14))
+    def test_resume_after_kill_9_equals_an_uninterrupted_run(self, told):
+        workdir = os.path.join(self.root, f"killed_{told}")
+        script = _KILLED.format(root=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-c", script, workdir, str(told)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(proc.returncode, -9, proc.stderr[-2000:])
+        summary = tune.run_tune(small_config(), workdir)
+        self.assertEqual(summary["trials_run"], 20 - (told - 1))  # nothing told runs again
+        whole, resumed = read_trials(self.workdir), read_trials(workdir)
+        self.assertEqual(whole.keys(), resumed.keys())
+        for key, row in whole.items():
+            for col in ("status", "seed", "learning_rate", "reg", "val_accuracy"):
+                self.assertEqual(resumed[key][col], row[col], (key, col))
+        self.assertEqual(summary["best"]["hparams"], self.summary["best"]["hparams"])
+        self.assertEqual(summary["ensemble"]["members"], self.summary["ensemble"]["members"])
+        self.assertEqual(summary["ensemble"]["test_accuracy"], self.summary["ensemble"]["test_accuracy"])
+
+
+class TuneConfigTest(absltest.TestCase):
+    def test_any_training_config_gets_the_blocks_and_keeps_its_own(self):
+        from configs import cifar10_two_layer, cifar10_two_layer_sweep
+
+        c = tune_config.add_blocks(cifar10_two_layer.get_config())
+        self.assertEqual((c.search.stages, dict(c.search.space)), ("", {}))
+        self.assertEqual(c.ensemble.size, 8)
+        mine = tune_config.add_blocks(cifar10_two_layer_sweep.get_config())
+        self.assertEqual(mine.search.stages, "160x1,32x4,16x15")
+
+    def test_an_ensemble_larger_than_the_last_stage_is_refused(self):
+        c = small_config()
+        c.ensemble.size = 9
+        with self.assertRaisesRegex(ValueError, "ensemble.size=9 is more than the last stage's 8"):
+            tune.run_tune(c, os.path.join(tempfile.mkdtemp(), "w"))
+
+
+if __name__ == "__main__":
+    absltest.main()
