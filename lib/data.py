@@ -27,7 +27,7 @@ Data sets (``DATASETS``):
   ``x`` is ``image.reshape(-1)`` of an image of ``image_shape=(32, 32, 3)``.
   Train = first ``n - num_val`` training rows, val = last ``num_val``;
   ``num_val`` defaults to ``max(1, min(1000, n // 10))`` (1000 for the real
-  50000). The batches are pickles: load only files you trust.
+  50000). The batches are pickles, read without running code (lib/data_files.py).
 * ``mnist``   -- the four IDX files (optionally ``.gz``); val = last ``num_val``
   training rows, default ``max(1, min(5000, n // 10))`` (5000 for the real 60000);
   ``image_shape=(rows, cols)`` from the file header, (28, 28) for real MNIST.
@@ -37,7 +37,9 @@ Data sets (``DATASETS``):
 * ``npz``     -- your own arrays: ``data_dir`` is a ``.npz`` file, or a folder
   holding exactly one ``.npz`` file, with ``x_train``, ``y_train`` and
   optionally ``x_val``/``y_val``, ``x_test``/``y_test`` (split off ``x_train``,
-  stratified, 20% each, when absent) and ``class_names``.
+  stratified, 20% each, when absent) and ``class_names``. Labels: integers (or
+  whole-number floats); without ``class_names``, values other than 0..K-1 (1..3, strings)
+  become classes 0..K-1 in sorted order (``Dataset.label_values``). See docs/data.md.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from absl import logging
 
 from lib import data_formats
 from lib.data_formats import (  # noqa: F401  (re-exported: data's API before data_formats)
@@ -79,6 +82,9 @@ class Dataset:
             ``(train_pixels - mean) * scale`` in float32 is ``x_train`` bit for bit, and
             training keeps these on the device instead (`Pixels`): a quarter of the memory
             and of the traffic of each minibatch gather.
+        label_values: the label value in the files that each class stands for, when they
+            were not 0..K-1 (an ``.npz`` labelled 1..3: class k is ``label_values[k]``, as
+            scikit-learn's ``classes_``); None: class k was labelled k.
     """
 
     x_train: np.ndarray
@@ -93,6 +99,7 @@ class Dataset:
     name: str = "dataset"
     scale: float = 1.0
     train_pixels: np.ndarray | None = None
+    label_values: tuple[Any, ...] | None = None
 
     @property
     def num_features(self) -> int:
@@ -148,14 +155,15 @@ def check_arrays(
 
     x may be 2-D (N, D) or image-shaped (N, H, W[, C]); it is flattened.
 
+    y holds integers, or whole-number floats (1.0, 2.0), taken as their integers.
+
     Raises:
-        TypeError: non-numeric x, or non-integer y.
-        ValueError: wrong ndim, empty, mismatched lengths, NaN/inf in x, labels
-            outside [0, num_classes).
+        ValueError: non-numeric x, labels that are not whole numbers, wrong ndim, empty,
+            mismatched lengths, NaN/inf in x, labels outside [0, num_classes).
     """
     x, y = np.asarray(x), np.asarray(y)
     if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
-        raise TypeError(
+        raise ValueError(
             f"x_{name} has dtype {x.dtype}; it must hold real numbers "
             "(convert with x.astype(np.float32))."
         )
@@ -169,11 +177,7 @@ def check_arrays(
             f"y_{name} has shape {y.shape}; expected 1-D integer labels (N,) "
             "(use y.reshape(-1), or y.argmax(-1) for one-hot labels)."
         )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(
-            f"y_{name} has dtype {y.dtype}; labels must be integers "
-            "(convert with y.astype(np.int32))."
-        )
+    y = _integer_labels(y, name)
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             f"x_{name} has {x.shape[0]} rows but y_{name} has {y.shape[0]} "
@@ -197,6 +201,21 @@ def check_arrays(
             "(e.g. np.unique(y, return_inverse=True))."
         )
     return x, y.astype(np.int32)
+
+
+def _integer_labels(y: np.ndarray, name: str) -> np.ndarray:
+    """Integer labels as they are; whole-number floats as int64; anything else refused."""
+    if np.issubdtype(y.dtype, np.integer):
+        return y
+    whole = np.issubdtype(y.dtype, np.floating) and bool(
+        np.all(np.isfinite(y) & (y == np.round(y)) & (np.abs(y) <= 2**53))
+    )
+    if not whole:
+        raise ValueError(
+            f"y_{name} has dtype {y.dtype} and holds labels that are not whole numbers; "
+            "labels must be integers (or whole-number floats such as 1.0, 2.0)."
+        )
+    return y.astype(np.int64)
 
 
 def load(
@@ -245,11 +264,9 @@ def load(
             f"{data_formats.DATA_DIR_HINT} (see lib/data.py for the expected layout)."
         )
     data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
-    request = data_formats.Request(data_dir, seed, num_val, check_arrays)
-    splits, class_names, image_shape = reader.read(request)
-    return from_splits(
-        name, splits, class_names, image_shape, num_train=num_train, center=center, scale=scale
-    )
+    raw = reader.read(data_formats.Request(data_dir, seed, num_val, check_arrays))
+    kwargs = dict(num_train=num_train, center=center, scale=scale, label_values=raw.label_values)
+    return from_splits(name, raw.splits, raw.class_names, raw.image_shape, **kwargs)
 
 
 def from_splits(
@@ -261,11 +278,12 @@ def from_splits(
     num_train: int | None = None,
     center: bool = True,
     scale: float = 1.0,
+    label_values: Sequence[Any] | None = None,
 ) -> Dataset:
     """A `Dataset` from arrays: ``splits`` maps "train", "val", "test" to (x, y).
 
-    Validates the splits (`check_arrays`), keeps the first ``num_train`` training rows,
-    centres every split on the training mean and scales, as `load` does.
+    Validates the splits (`check_arrays`), keeps the first ``num_train`` training rows (a
+    class left with none is warned of), centres on the training mean and scales, as `load`.
     """
     k = len(class_names)
     checked = {}
@@ -287,6 +305,7 @@ def from_splits(
                 f"examples after the split; use num_train <= {len(y_train)}."
             )
         checked["train"] = (x_train[:num_train].copy(), y_train[:num_train])
+    _warn_empty_classes(name, checked["train"][1], class_names)
     pixels = _as_pixels(np.asarray(splits["train"][0])[: len(checked["train"][1])])
     if center:
         mean = checked["train"][0].mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -310,7 +329,20 @@ def from_splits(
         name,
         float(scale),
         pixels,
+        None if label_values is None else tuple(label_values),
     )
+
+
+def _warn_empty_classes(name: str, y_train: np.ndarray, class_names: Sequence[Any]) -> None:
+    """A warning for each class with no training example (the model never sees it)."""
+    for k in np.flatnonzero(np.bincount(y_train, minlength=len(class_names)) == 0):
+        logging.warning(_EMPTY_CLASS, name, k, class_names[k])
+
+
+_EMPTY_CLASS = (
+    "%s: class %d (%s) has no training example, so the model cannot learn it; give it "
+    "training examples, or leave it out of the labels and class_names"
+)
 
 
 def _as_pixels(x) -> np.ndarray | None:

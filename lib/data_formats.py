@@ -13,17 +13,18 @@ arrays before splitting them (npz) gets ``data.check_arrays`` in its `Request`.
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from absl import logging
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
+
+from lib import data_files
+from lib.data_files import read_idx  # noqa: F401  (re-exported: data_formats' API before)
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 MNIST_URL = "http://yann.lecun.com/exdb/mnist/ (or a mirror of the MNIST database)"
@@ -47,11 +48,14 @@ class RawData(NamedTuple):
         splits: "train", "val", "test" -> (x, y); x (N, D) or image-shaped, y (N,) integers.
         class_names: one name per class.
         image_shape: the shape one row reshapes to (HWC for colour images).
+        label_values: the label value each class stood for in the files, when the files'
+            labels were not 0..K-1 (class k is ``label_values[k]``); None: class k is k.
     """
 
     splits: Splits
     class_names: tuple[str, ...]
     image_shape: tuple[int, ...]
+    label_values: tuple[Any, ...] | None = None
 
 
 class Request(NamedTuple):
@@ -138,38 +142,6 @@ def read_digits(req: Request) -> RawData:
     return RawData(splits, tuple(str(c) for c in bunch.target_names), (8, 8))
 
 
-def _read_cifar_pickle(path, where):
-    """One CIFAR-10 pickle as a dict with str keys."""
-    with open(path, "rb") as f:
-        try:
-            d = pickle.load(f, encoding="bytes")
-        except Exception as e:
-            raise ValueError(
-                f"{path} is not a CIFAR-10 pickle ({e}); re-extract the python version. {where}"
-            ) from e
-    if not isinstance(d, Mapping):
-        raise ValueError(  # noqa: TRY004  (a bad file: ValueError, as always)
-            f"{path} holds a {type(d).__name__}, expected a dict. {where}"
-        )
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-
-
-def _read_cifar_batch(path, where):
-    """One CIFAR-10 batch file as (x uint8 (n, 3072) HWC rows, labels int64 (n,))."""
-    d = _read_cifar_pickle(path, where)
-    if "data" not in d or "labels" not in d:
-        raise ValueError(f"{path} lacks 'data'/'labels' (keys: {sorted(d)}). {where}")
-    data, labels = np.asarray(d["data"]), np.asarray(d["labels"], np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise ValueError(
-            f"{path}: data {data.shape}, "
-            f"{len(labels)} labels; expected (n, 3072) and n labels. {where}"
-        )
-    # channel-major (n, 3, 32, 32) -> HWC (n, 32, 32, 3), then flat rows.
-    x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).reshape(len(data), -1)
-    return x, labels
-
-
 def read_cifar10(req: Request) -> RawData:
     """The "CIFAR-10 python version" folder (or its parent); val = last ``num_val`` rows."""
     where = (
@@ -184,16 +156,15 @@ def read_cifar10(req: Request) -> RawData:
     missing = [f for f in _CIFAR_FILES if not os.path.isfile(os.path.join(data_dir, f))]
     if missing:
         raise _missing("CIFAR-10", data_dir, missing, _CIFAR_FILES, where)
-    meta = _read_cifar_pickle(os.path.join(data_dir, "batches.meta"), where)
-    if "label_names" not in meta:
-        raise ValueError(f"batches.meta lacks 'label_names' (keys: {sorted(meta)}). {where}")
-    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"])
-    parts = [_read_cifar_batch(os.path.join(data_dir, f), where) for f in _CIFAR_FILES[:5]]
+    names = data_files.read_cifar_names(os.path.join(data_dir, "batches.meta"), where)
+    k = len(names)
+    batch = data_files.read_cifar_batch
+    parts = [batch(os.path.join(data_dir, f), k, where) for f in _CIFAR_FILES[:5]]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     splits = dict(
         _tail_split(x, y, req.num_val, 1000),
-        test=_read_cifar_batch(os.path.join(data_dir, "test_batch"), where),
+        test=batch(os.path.join(data_dir, "test_batch"), k, where),
     )
     return RawData(splits, names, (32, 32, 3))
 
@@ -211,40 +182,6 @@ def _find_idx(data_dir, fname):
     return None
 
 
-def read_idx(path: str, magic: int) -> np.ndarray:
-    """Reads one IDX file (optionally gzipped) of unsigned bytes.
-
-    Format: big-endian int32 magic (2051 images / 2049 labels), then one
-    big-endian int32 size per dimension, then the uint8 values.
-    """
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = magic & 0xFF  # the magic's last byte; its third, 0x08, means uint8
-    if len(raw) < 4 + 4 * ndim:
-        raise ValueError(
-            f"{path} is too short ({len(raw)} bytes) to be an IDX file; "
-            "re-download it from the MNIST database page."
-        )
-    found = int(np.frombuffer(raw[:4], ">i4")[0])
-    if found != magic:
-        raise ValueError(
-            f"{path} has IDX magic number {found}, expected {magic} "
-            f"({'images' if magic == _IDX_IMAGES_MAGIC else 'labels'}); the file is "
-            "corrupt, mislabelled or still compressed: re-download it (a .gz "
-            "file must end in .gz)."
-        )
-    dims = tuple(int(v) for v in np.frombuffer(raw[4 : 4 + 4 * ndim], ">i4"))
-    body = raw[4 + 4 * ndim :]
-    if len(body) != int(np.prod(dims)):
-        raise ValueError(
-            f"{path}: the header says {dims} = {int(np.prod(dims))} values but "
-            f"the file holds {len(body)}; the file is truncated or corrupt, "
-            "re-download it."
-        )
-    return np.frombuffer(body, np.uint8).reshape(dims)
-
-
 def read_mnist(req: Request) -> RawData:
     """The four MNIST IDX files (optionally ``.gz``); val = last ``num_val`` rows."""
     where = (
@@ -259,10 +196,15 @@ def read_mnist(req: Request) -> RawData:
     def pair(images, labels):
         x = read_idx(paths[images], _IDX_IMAGES_MAGIC)
         y = read_idx(paths[labels], _IDX_LABELS_MAGIC)
-        if len(x) != len(y):
+        if len(x) != len(y) or not len(y):
             raise ValueError(
                 f"{paths[images]} holds {len(x)} images but {paths[labels]} holds "
                 f"{len(y)} labels; re-download the matching pair."
+            )
+        if y.max() > 9:
+            raise ValueError(
+                f"{paths[labels]} holds labels up to {y.max()}, expected the digits 0..9: "
+                "the file is corrupt, re-download it."
             )
         return x, y.astype(np.int32)
 
@@ -299,52 +241,102 @@ def read_spiral(req: Request) -> RawData:
     return RawData(splits, ("0", "1", "2"), (2,))
 
 
-_NPZ_WHERE = (
-    "Save your arrays with np.savez(path, x_train=..., y_train=..., [x_val=..., "
-    "y_val=..., x_test=..., y_test=..., class_names=...]) and set "
-    "--config.dataset.data_dir to the .npz file (or a folder holding exactly one)."
-)
-
-
-def _read_npz_arrays(path):
-    """The arrays of a .npz file, or of the one .npz file in a folder."""
-    if os.path.isdir(path):
-        found = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
-        if len(found) != 1:
-            raise FileNotFoundError(
-                f"{path!r} must hold exactly one .npz file, found "
-                f"{found or 'none'}; point data_dir at the file. {_NPZ_WHERE}"
-            )
-        path = os.path.join(path, found[0])
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"npz data not found at {path!r}: expected a .npz file with x_train, y_train. "
-            f"{_NPZ_WHERE}"
-        )
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+def _npz_keys(path, arrays):
+    """Refuses a .npz without its training arrays, or with half of a split."""
     for k in ("x_train", "y_train"):
         if k not in arrays:
-            raise ValueError(f"{path} lacks {k!r} (keys: {sorted(arrays)}). {_NPZ_WHERE}")
+            raise ValueError(f"{path} lacks {k!r} (keys: {sorted(arrays)}). {data_files.NPZ_HOW}")
     for s in ("val", "test"):
         if (f"x_{s}" in arrays) != (f"y_{s}" in arrays):
             raise ValueError(
                 f"{path} has only one of x_{s}/y_{s}; give both or neither "
                 f"(then {s} is split off the training arrays)."
             )
-    return arrays
+
+
+def _labels(path, name, y):
+    """One split's labels as int64 (integers, or whole-number floats) or as strings."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(
+            f"{path}: {name} has shape {y.shape}; expected 1-D labels (N,) "
+            "(use y.reshape(-1), or y.argmax(-1) for one-hot labels)."
+        )
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y)) & (np.abs(y) <= 2**53)
+        if not whole.all():
+            raise ValueError(
+                f"{path}: {name} holds {int((~whole).sum())} labels that are not whole "
+                f"numbers (e.g. {y[~whole][0].item()!r}); labels name classes: give integers "
+                "(or whole-number floats such as 1.0, 2.0)."
+            )
+    elif y.dtype.kind == "U":
+        return y
+    elif y.dtype.kind not in "iub":
+        raise ValueError(
+            f"{path}: {name} has dtype {y.dtype}; labels must be integers or strings "
+            "(convert with y.astype(np.int64))."
+        )
+    return y.astype(np.int64)
+
+
+def _check_class_names(path, ys, names):
+    """With class_names, every label must index them."""
+    for s, y in ys.items():
+        if y.dtype.kind == "U" or (len(y) and (y.min() < 0 or y.max() >= len(names))):
+            seen = np.unique(y)
+            raise ValueError(
+                f"{path}: y_{s} holds labels {seen[:6].tolist()}, but with class_names "
+                f"({len(names)} names) the labels must be their indices 0..{len(names) - 1}; "
+                "relabel them, or drop class_names (then the label values become classes "
+                "0..K-1 in sorted order)."
+            )
+
+
+def _npz_classes(path, ys, names):
+    """Every split's labels as classes 0..K-1, and the label value of each class, as
+    scikit-learn's ``classes_`` (None when the labels already are 0..K-1, or when
+    ``names`` are given: then the labels index them)."""
+    ys = {s: _labels(path, f"y_{s}", y) for s, y in ys.items()}
+    if len({y.dtype.kind == "U" for y in ys.values()}) > 1:
+        raise ValueError(f"{path}: some splits' labels are strings, others numbers; use one.")
+    if names is not None:
+        _check_class_names(path, ys, names)
+        return ys, None
+    values = np.unique(ys["train"])
+    for s in ("val", "test"):
+        unseen = np.setdiff1d(ys[s], values) if s in ys else ()
+        if len(unseen):
+            raise ValueError(
+                f"{path}: y_{s} holds labels {unseen[:6].tolist()} that never occur in "
+                "y_train, so no model can learn them; move examples of them into "
+                f"x_train/y_train, or drop them from x_{s}/y_{s}."
+            )
+    if values.dtype.kind != "U" and np.array_equal(values, np.arange(len(values))):
+        return ys, None
+    return {s: np.searchsorted(values, y) for s, y in ys.items()}, tuple(values.tolist())
 
 
 def read_npz(req: Request) -> RawData:
-    """Your own arrays in a ``.npz`` file; val and test split off train when absent."""
-    arrays = _read_npz_arrays(req.data_dir)
-    given = {
-        s: req.check_arrays(arrays[f"x_{s}"], arrays[f"y_{s}"], name=s)
-        for s in ("train", "val", "test")
-        if f"x_{s}" in arrays
-    }
+    """Your own arrays in a ``.npz`` file; val and test split off train when absent.
+
+    Without ``class_names``, labels that are not 0..K-1 (1..3, strings) become classes
+    0..K-1 in sorted order of their values, and name them (`RawData.label_values`).
+    """
+    path, arrays = data_files.read_npz_arrays(req.data_dir)
+    _npz_keys(path, arrays)
+    present = [s for s in ("train", "val", "test") if f"x_{s}" in arrays]
+    names = None
+    if "class_names" in arrays:
+        names = tuple(str(c) for c in np.asarray(arrays["class_names"]).reshape(-1))
+    ys, values = _npz_classes(path, {s: arrays[f"y_{s}"] for s in present}, names)
+    given = {}
+    for s in present:
+        try:
+            given[s] = req.check_arrays(arrays[f"x_{s}"], ys[s], name=s)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     x, y = given["train"]
-    image_shape = tuple(np.shape(arrays["x_train"])[1:])
     splits = {}
     n_split = max(1, round(0.2 * len(y)))
     if "x_test" in arrays:
@@ -358,12 +350,9 @@ def read_npz(req: Request) -> RawData:
             x, y, n_split if req.num_val is None else req.num_val, req.seed + 1, "val"
         )
     splits["train"] = (x, y)
-    if "class_names" in arrays:
-        names = tuple(str(c) for c in np.asarray(arrays["class_names"]).reshape(-1))
-    else:
-        k = 1 + max(int(labels.max()) for _, labels in given.values())
-        names = tuple(str(i) for i in range(k))
-    return RawData(splits, names, image_shape)
+    if names is None:
+        names = tuple(str(v) for v in (values or range(len(np.unique(ys["train"])))))
+    return RawData(splits, names, tuple(np.shape(arrays["x_train"])[1:]), values)
 
 
 # Adding a data set is one entry here (its reader, and whether it needs data_dir);

@@ -104,13 +104,16 @@ class CheckArraysTest(absltest.TestCase):
             data.check_arrays(
                 np.array([[0.0, np.nan], [1, 2], [3, 4]]), np.array([0, 1, 1]), name="test"
             )
-        with self.assertRaisesRegex(TypeError, "y_train.*astype"):
-            data.check_arrays(x, np.array([0.0, 1.0, 1.0]))
+        with self.assertRaisesRegex(ValueError, "y_train has dtype float64.*not whole"):
+            data.check_arrays(x, np.array([0.0, 1.5, 1.0]))
+        _, y = data.check_arrays(x, np.array([0.0, 2.0, 1.0]))  # whole numbers: the integers
+        np.testing.assert_array_equal(y, [0, 2, 1])
+        self.assertEqual(y.dtype, np.int32)
         with self.assertRaisesRegex(ValueError, "y_train has shape .3, 1.*1-D"):
             data.check_arrays(x, np.zeros((3, 1), np.int32))
         with self.assertRaisesRegex(ValueError, r"x_train has shape \(3,\).*reshape"):
             data.check_arrays(np.zeros(3), np.zeros(3, np.int32))
-        with self.assertRaisesRegex(TypeError, "x_train has dtype"):
+        with self.assertRaisesRegex(ValueError, "x_train has dtype"):
             data.check_arrays(np.array([["a"], ["b"]]), np.zeros(2, np.int32))
 
     def test_to_images(self):
@@ -250,10 +253,14 @@ class PixelsTest(TmpDirTestCase):
 
 
 class Cifar10Test(TmpDirTestCase):
-    @parameterized.named_parameters(("bytes_keys", True), ("str_keys", False))
-    def test_read_back(self, bytes_keys):
+    @parameterized.named_parameters(
+        ("python2_layout", True, True), ("bytes_keys", True, False), ("str_keys", False, False)
+    )
+    def test_read_back(self, bytes_keys, python2):
         folder = self.tmpdir()
-        (x_raw, y_raw), (xt_raw, yt_raw) = write_cifar(folder, bytes_keys=bytes_keys)
+        (x_raw, y_raw), (xt_raw, yt_raw) = write_cifar(
+            folder, bytes_keys=bytes_keys, python2=python2
+        )
         ds = data.load("cifar10", folder, center=False)
         self.assertEqual(ds.class_names, CIFAR_NAMES)
         self.assertEqual(ds.image_shape, (32, 32, 3))
@@ -453,7 +460,7 @@ class NpzTest(TmpDirTestCase):
             bad, x_train=x, y_train=y, x_test=x, y_test=y + 1, class_names=np.array(list("abcd"))
         )
         with self.assertRaisesRegex(
-            ValueError, r"y_test has labels in \[1, 4\], expected \[0, 4\)"
+            ValueError, r"bad.npz: y_test holds labels \[1, 2, 3, 4\].*indices 0..3"
         ):
             data.load("npz", bad)
         x_nan = x.copy()
