@@ -149,6 +149,8 @@ def _train_and_evaluate(run: Run, workdir: str, done: list[int]):
         state = state._replace(params=params, ema=ema)
     summary = _summarize(state, run.dataset, run.setup, history)
     summary["devices"] = 1 if mesh is None else mesh.size
+    if run.dataset.label_values is not None:  # class k stood for label_values[k] in the files
+        summary["label_values"] = list(run.dataset.label_values)
     return state, history, summary
 
 
