@@ -48,8 +48,20 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """The JSON value in ``path``.
+
+    Raises:
+      ValueError: ``path`` holds no valid JSON (a damaged file), naming it.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"{path} is damaged ({type(e).__name__}: {e}); restore it from a copy, or move "
+            "the workdir aside and start again"
+        ) from None
 
 
 def append_jsonl(path: str, record: dict[str, Any]) -> None:
@@ -59,16 +71,32 @@ def append_jsonl(path: str, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """All complete records of ``path`` ([] if it does not exist); a torn last line is dropped."""
+    """All records of ``path`` ([] if it does not exist); a torn last line (a write cut
+    short) is dropped with a warning.
+
+    Raises:
+      ValueError: a line before the last is not a JSON record (the file is damaged); nothing
+        is changed.
+    """
     if not os.path.exists(path):
         return []
+    with open(path, "rb") as f:
+        lines = f.read().splitlines()
     records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif i == len(lines) - 1:
+            logging.warning("%s: its last line is cut short (%r); dropped", path, line[:80])
+        else:
+            raise ValueError(
+                f"{path} is damaged: line {i + 1} of {len(lines)} is not a JSON record "
+                f"({line[:80]!r}); repair or delete that line, or move the workdir aside"
+            )
     return records
 
 
