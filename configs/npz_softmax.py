@@ -5,12 +5,13 @@ r"""Linear softmax classifier on your own arrays, saved as one .npz file.
   python -m experiments.train --config=configs/npz_softmax.py \
       --config.dataset.data_dir=iris.npz --workdir=runs/iris
 
-The file holds ``x_train`` (N, ...) numbers and ``y_train`` (N,) integer labels 0..K-1, and
-optionally ``x_val``/``y_val``, ``x_test``/``y_test`` (otherwise a stratified 20% each is
-split off the training arrays, drawn from ``dataset.split_seed``) and ``class_names``.
-Features are centred on the training mean and used as they are (``dataset.scale=1``):
-standardise them first if their scales differ widely. Rows shaped as images (N, H, W) or
-(N, H, W, C) also get the class templates figure.
+The file holds ``x_train`` (N, ...) numbers and ``y_train`` (N,) labels, and optionally
+``x_val``/``y_val``, ``x_test``/``y_test`` (otherwise a stratified 20% each is split off the
+training arrays, drawn from ``dataset.split_seed``) and ``class_names``. Features are centred
+on the training mean and put on one scale (``dataset.preprocess=auto``: integer pixels
+0..255 divided by the largest, any other features standardised). Rows shaped as images
+(N, H, W) or (N, H, W, C) also get the class templates figure. To tune it on your data:
+``python -m experiments.tune --config=configs/npz_softmax.py --config.dataset.data_dir=...``.
 """
 
 from configs import common
@@ -19,7 +20,7 @@ from configs import common
 def get_config():
     c = common.base_config()
     c.dataset.name = "npz"
-    c.dataset.scale = 1.0
+    c.dataset.preprocess = "auto"
     c.model.name = "linear"
     c.loss.name = "softmax"
     c.loss.reg = 1e-4

@@ -135,7 +135,9 @@ def default_stages(num_epochs: int, members: int, first: int = 64) -> list[tuple
     left out)."""
     last = max(16, 2 * members)
     stages = [(first, max(1, round(num_epochs / 16))), (first // 4, max(1, round(num_epochs / 4)))]
-    stages = [s for i, s in enumerate(stages) if s[1] < num_epochs and (i == 0 or s[1] > stages[0][1])]
+    stages = [
+        s for i, s in enumerate(stages) if s[1] < num_epochs and (i == 0 or s[1] > stages[0][1])
+    ]
     return [*stages, (last, int(num_epochs))]
 
 

@@ -130,7 +130,7 @@ def _search_panel(fig, ax, ok, space, x_name, y_name, key, markers, best) -> Non
         ys = [t["hparams"][y_name] if y_name else t["val_accuracy"] for t in rows]
         colour = {"c": [t[key] for t in rows], "vmin": min(values), "vmax": max(values)}
         sc = ax.scatter(
-            xs, ys, marker=marker, s=30, label=f"stage {s + 1}", **(colour if y_name else {})
+            xs, ys, marker=marker, s=30, label=f"stage {s}", **(colour if y_name else {})
         )
     if y_name:
         fig.colorbar(sc, ax=ax)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 import optuna
 from absl import logging
@@ -107,7 +108,8 @@ def run_stage(stage: Stage, earlier: Earlier, trainer: Trainer, progress: Progre
     _plan(stage)
     progress.planned[stage.index] = stage.num_trials
     logging.info(
-        "stage %d/%d: %d trials of %d epochs (%d already finished)",
+        "stage %d (%d of %d): %d trials of %d epochs (%d already finished)",
+        stage.index,
         stage.index + 1,
         len(progress.planned),
         stage.num_trials,
@@ -275,8 +277,16 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, trainer: Trainer) 
         }
         params = sharding.trial_params(state, j)
         curves = {k: np.asarray(v[j]) for k, v in history.items()}
+        ema = jax.tree.map(lambda a, j=j: np.asarray(a[j]), state.ema) if setup.ema else None
         out.append(
-            {"trial": trial, "slot": slot, "result": result, "params": params, "history": curves}
+            {
+                "trial": trial,
+                "slot": slot,
+                "result": result,
+                "params": params,
+                "history": curves,
+                "ema": ema,
+            }
         )
     return out
 
@@ -333,8 +343,9 @@ def _log_progress(stage: Stage, trial_epochs: int, seconds: float, progress: Pro
         n * e for n, e in zip(planned[i + 1 :], epochs[i + 1 :])
     )
     logging.info(
-        "stage %d/%d: %d/%d trials done (%d/%d of this stage, %d epochs each), best val acc "
-        "%.4f, %s elapsed, ETA %s",
+        "stage %d (%d of %d): %d/%d trials done (%d/%d of this stage, %d epochs each), best "
+        "val acc %.4f, %s elapsed, ETA %s",
+        i,
         i + 1,
         len(planned),
         progress.finished_before + here,

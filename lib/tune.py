@@ -39,6 +39,7 @@ from lib import (
     ensemble,
     members,
     metrics,
+    model,
     plots,
     search,
     settings,
@@ -90,7 +91,11 @@ def run_tune(config: Any, workdir: str) -> dict[str, Any]:
         )
     groups = member_groups(workdir, top, sweep)
     result = ensemble.evaluate(groups, sweep.dataset, how)
-    _figures(workdir, summary, result, sweep, records)
+    plots.ensemble_members(result, os.path.join(workdir, "ensemble.png"))
+    summary["best"] = {
+        **(summary.get("best") or {}),
+        **_best_model(workdir, summary, sweep, records),
+    }
     summary = _summary(summary, result, top, sweep, config, notes, start)
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)
     tune_report.write(workdir, summary)
@@ -130,14 +135,17 @@ def keep_members(workdir: str, stage: int, last: int, done: Sequence[dict]) -> N
             continue
         arrays = {f"params/{k}": np.asarray(v) for k, v in r["params"].items()}
         arrays.update({f"history/{k}": np.asarray(v) for k, v in r["history"].items()})
+        arrays.update({f"ema/{k}": np.asarray(v) for k, v in (r.get("ema") or {}).items()})
         path = member_path(workdir, r["slot"])
         tmp = f"{path}.{os.getpid()}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
 
 
-def read_member(workdir: str, slot: int) -> tuple[dict, dict] | None:
-    """(params, history) of a kept member, or None when its file is missing or unreadable."""
+def read_member(workdir: str, slot: int) -> dict[str, dict] | None:
+    """A kept member's ``params``, ``history`` (per-epoch metrics) and ``ema`` (the running
+    average of its weights; {} without one), or None when its file is missing or
+    unreadable."""
     try:
         with np.load(member_path(workdir, slot), allow_pickle=False) as f:
             items = {k: f[k] for k in f.files}
@@ -145,8 +153,10 @@ def read_member(workdir: str, slot: int) -> tuple[dict, dict] | None:
         if not isinstance(e, FileNotFoundError):
             logging.warning("members/: slot %d unreadable (%s); it is retrained", slot, e)
         return None
-    split = lambda prefix: {k[len(prefix) :]: v for k, v in items.items() if k.startswith(prefix)}
-    return split("params/"), split("history/")
+    return {
+        part: {k.split("/", 1)[1]: v for k, v in items.items() if k.startswith(f"{part}/")}
+        for part in ("params", "history", "ema")
+    }
 
 
 def top_members(records: Sequence[dict], last: int, size: int) -> list[dict]:
@@ -157,15 +167,16 @@ def top_members(records: Sequence[dict], last: int, size: int) -> list[dict]:
 
 
 def member_groups(workdir: str, top: Sequence[dict], sweep: search.Sweep) -> list[members.Group]:
-    """The members as groups of one structure each, their params read from ``members/``
-    (a member whose file is missing, e.g. trained by a worker with another workdir, is
-    retrained from its seed, hparams and order: the same params)."""
+    """The members as groups of one structure each, their weights read from ``members/``:
+    the running average of the weights where the runs keep one (``train.ema_decay`` > 0, as
+    ``experiments.train`` evaluates it beside the final weights), else the final weights. A
+    member whose file is missing (a worker with another workdir trained it) is retrained
+    from its seed, hparams and order: the same weights."""
     by_setup: dict[settings.Setup, list[tuple[dict, dict]]] = {}
     for r in top:
         setup = sweep_stage.setup_for(sweep.setup, r["hparams"], r["num_epochs"])
-        kept = read_member(workdir, r["slot"])
-        params = kept[0] if kept is not None else _retrain(r, setup, sweep)
-        by_setup.setdefault(setup, []).append((r, params))
+        kept = read_member(workdir, r["slot"]) or _retrain(r, setup, sweep)
+        by_setup.setdefault(setup, []).append((r, kept["ema"] or kept["params"]))
     return [
         members.Group(
             setup,
@@ -191,22 +202,36 @@ def _retrain(r: dict, setup: settings.Setup, sweep: search.Sweep) -> dict:
         mesh,
         order_seed=r["order_seed"],
     )
-    return sharding.trial_params(state, 0)
+    ema = jax.tree.map(lambda a: np.asarray(a[0]), state.ema) if setup.ema else {}
+    return {"params": sharding.trial_params(state, 0), "ema": ema}
 
 
-def _figures(workdir: str, summary: dict, result: dict, sweep: search.Sweep, records) -> None:
-    """ensemble.png; curves.png and the weight figure of the best model when it is kept."""
-    plots.ensemble_members(result, os.path.join(workdir, "ensemble.png"))
+def _best_model(workdir: str, summary: dict, sweep: search.Sweep, records) -> dict:
+    """curves.png and the weight figure of the best model when it is kept; the val and test
+    accuracy of its weights' running average when it has one (the summary's ``ema``)."""
     best = summary.get("best")
     kept = best and read_member(workdir, _slot_of(records, best))
     if not kept:
-        return
-    params, history = kept
+        return {}
+    params, history = kept["params"], kept["history"]
     epochs = len(history["val_accuracy"])
     rows = [{"epoch": e + 1, **{k: float(v[e]) for k, v in history.items()}} for e in range(epochs)]
     plots.training_curves(rows, os.path.join(workdir, "curves.png"))
     setup = sweep_stage.setup_for(sweep.setup, best["hparams"], best["num_epochs"])
     train.weight_figure(params, setup, sweep.dataset, workdir)
+    if not kept["ema"]:
+        return {}
+    ds = sweep.dataset
+    return {
+        "ema": {
+            f"{split}_accuracy": float(
+                model.accuracy(
+                    kept["ema"], getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}"), setup
+                )
+            )
+            for split in ("val", "test")
+        }
+    }
 
 
 def _slot_of(records: Sequence[dict], best: dict) -> int:
@@ -225,9 +250,17 @@ def _summary(summary, result, top, sweep, config, notes, start) -> dict[str, Any
         "best_member": best_member,
         "gain_over_best": result["gain_over_best"],
         "gain_over_mean": result["gain_over_mean"],
+        "weights": "ema" if sweep.setup.ema else "final",
         "origin": [
-            {"name": member_name(r), "stage": r["stage"], "trial": r["trial"], "slot": r["slot"],
-             "num_epochs": r["num_epochs"], "model": sweep.setup.model, "hparams": r["hparams"]}
+            {
+                "name": member_name(r),
+                "stage": r["stage"],
+                "trial": r["trial"],
+                "slot": r["slot"],
+                "num_epochs": r["num_epochs"],
+                "model": sweep.setup.model,
+                "hparams": r["hparams"],
+            }
             for r in top
         ],
     }

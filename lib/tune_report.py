@@ -29,9 +29,11 @@ def _searched(summary: dict[str, Any]) -> list[str]:
     lines = [
         "## What was searched",
         "",
-        f"{summary['dataset']}; features preprocessed: `{summary['preprocess']}`. "
-        f"Model `{summary['model']}`, loss `{summary['loss']}`, optimizer "
-        f"`{summary['optimizer']}`; sampler `{summary['sampler']}`.",
+        (
+            f"{summary['dataset']}; features preprocessed: `{summary['preprocess']}`. "
+            f"Model `{summary['model']}`, loss `{summary['loss']}`, optimizer "
+            f"`{summary['optimizer']}`; sampler `{summary['sampler']}`."
+        ),
         "",
         "| stage | trials | epochs | configuration-epochs | seconds | best val acc | ranges |",
         "|---|---|---|---|---|---|---|",
@@ -47,9 +49,11 @@ def _searched(summary: dict[str, Any]) -> list[str]:
     lines += [f"- `{n}`: {how}" for n, how in sorted(summary["space_notes"].items())]
     lines += [
         "",
-        f"{summary['config_epochs']} configuration-epochs in all; the whole job took "
-        f"{summary['wall_seconds']:.0f} s of wall time (this run; a resumed job counts only "
-        "its own part).",
+        (
+            f"{summary['config_epochs']} configuration-epochs in all; the whole job took "
+            f"{summary['wall_seconds']:.0f} s of wall time (this run; a resumed job counts only "
+            "its own part)."
+        ),
     ]
     return lines
 
@@ -60,13 +64,24 @@ def _found(summary: dict[str, Any]) -> list[str]:
     lines = [
         "## What was found",
         "",
-        f"Best model (stage {best.get('stage')}, trial {best.get('trial')}): {hparams}: "
-        f"train {best['train_accuracy']:.4f}, val {best['val_accuracy']:.4f}, "
-        f"test {best['test_accuracy']:.4f}.",
+        (
+            f"Best model (stage {best.get('stage')}, trial {best.get('trial')}): {hparams}: "
+            f"train {best['train_accuracy']:.4f}, val {best['val_accuracy']:.4f}, "
+            f"test {best['test_accuracy']:.4f}"
+            + (
+                f"; the running average of its weights (EMA): val {best['ema']['val_accuracy']:.4f}, "
+                f"test {best['ema']['test_accuracy']:.4f}."
+                if "ema" in best
+                else "."
+            )
+        ),
         "",
-        f"Ensemble of the last stage's {ens['size']} best trials ({ens['combine']}): "
-        f"val {ens['val_accuracy']:.4f}, test {ens['test_accuracy']:.4f}, "
-        f"{ens['gain_over_best']['test_accuracy']:+.4f} test over its best member.",
+        (
+            f"Ensemble of the last stage's {ens['size']} best trials ({ens['combine']}, "
+            f"{'their weights averaged over training (EMA)' if ens['weights'] == 'ema' else 'final weights'}): "
+            f"val {ens['val_accuracy']:.4f}, test {ens['test_accuracy']:.4f}, "
+            f"{ens['gain_over_best']['test_accuracy']:+.4f} test over its best member."
+        ),
         "",
         "| member | epochs | val | test |",
         "|---|---|---|---|",

@@ -21,7 +21,9 @@ def _dataset(x, y, image_shape=None):
 
 
 def _setup(optimizer="sgd", loss="softmax", model="linear", k=3, d=5):
-    return settings.Setup(num_features=d, num_classes=k, model=model, loss=loss, optimizer=optimizer)
+    return settings.Setup(
+        num_features=d, num_classes=k, model=model, loss=loss, optimizer=optimizer
+    )
 
 
 class ScalesTest(absltest.TestCase):
@@ -94,9 +96,10 @@ class DefaultSpaceTest(parameterized.TestCase):
         self.assertEqual(autospace.default_stages(1, 8), [(16, 1)])
 
 
-class BorderExtensionTest(absltest.TestCase):
-    SPACE = {"learning_rate": Dim(1e-4, 1e-2, "log"), "reg": Dim(1e-6, 1e-2, "log")}
+SPACE = {"learning_rate": Dim(1e-4, 1e-2, "log"), "reg": Dim(1e-6, 1e-2, "log")}
 
+
+class BorderExtensionTest(absltest.TestCase):
     def _trials(self):
         rng = np.random.default_rng(0)
         rows = [
@@ -107,20 +110,20 @@ class BorderExtensionTest(absltest.TestCase):
 
     def test_a_default_range_grows_past_the_border_its_best_touch(self):
         rows, scores = self._trials()
-        grown = border_extensions(self.SPACE, rows, scores, ("learning_rate", "reg"))
+        grown = border_extensions(SPACE, rows, scores, ("learning_rate", "reg"))
         self.assertEqual(list(grown), ["learning_rate"])  # reg's best are spread: inside
         side, bound = grown["learning_rate"]
         self.assertEqual(side, "high")
         self.assertAlmostEqual(np.log10(bound), -1.0, 6)  # half the width (2 decades) past
-        space = narrow(self.SPACE, rows, scores, 0.25, extend=("learning_rate",))
+        space = narrow(SPACE, rows, scores, 0.25, extend=("learning_rate",))
         self.assertEqual(space["learning_rate"].high, bound)
         self.assertGreater(space["learning_rate"].low, 1e-4)  # the other side narrows
 
     def test_a_configured_range_stays_as_given(self):
         rows, scores = self._trials()
-        space = narrow(self.SPACE, rows, scores, 0.25)
+        space = narrow(SPACE, rows, scores, 0.25)
         self.assertEqual(space["learning_rate"].high, 1e-2)
-        self.assertEqual(border_extensions(self.SPACE, rows, scores, ()), {})
+        self.assertEqual(border_extensions(SPACE, rows, scores, ()), {})
 
     def test_no_extension_past_a_valid_limit(self):
         space = {"dropout": Dim(0.0, 0.5, "linear")}

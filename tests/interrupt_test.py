@@ -107,13 +107,13 @@ class StopAndResumeTest(absltest.TestCase):
         # SIGINT after stage 0's first batch: it lands while the second batch trains; that
         # batch finishes and is stored before the sweep stops.
         status, stderr = _run(
-            "experiments.sweep", workdir, SWEEP_FLAGS, "stage 1/2: 4/12", signal.SIGINT
+            "experiments.sweep", workdir, SWEEP_FLAGS, "stage 0 (1 of 2): 4/12", signal.SIGINT
         )
         self.assertStoppedCleanly(status, stderr, 130)
-        self.assertIn("stage 1/2: 8/12", stderr)
+        self.assertIn("stage 0 (1 of 2): 8/12", stderr)
         # SIGTERM as stage 1 begins: it lands while stage 1 (2 epochs) compiles.
         status, stderr = _run(
-            "experiments.sweep", workdir, SWEEP_FLAGS, "stage 2/2: 4 trials", signal.SIGTERM
+            "experiments.sweep", workdir, SWEEP_FLAGS, "stage 1 (2 of 2): 4 trials", signal.SIGTERM
         )
         self.assertStoppedCleanly(status, stderr, 143)
         status, stderr = _run("experiments.sweep", workdir, SWEEP_FLAGS)

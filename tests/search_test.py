@@ -186,7 +186,7 @@ class RunSearchTest(absltest.TestCase):
         self.assertTrue(
             any(
                 re.search(
-                    r"stage 1/1: 4/4 trials done .*best val acc 0\.\d+, \d+s elapsed, ETA 0s", line
+                    r"stage 0 \(1 of 1\): 4/4 trials done .*best val acc 0\.\d+, \d+s elapsed, ETA 0s", line
                 )
                 for line in logs.output
             ),
