@@ -24,6 +24,7 @@ def ensemble_block(source: str = "seeds", size: int = 8) -> ml_collections.Confi
             "size": size,  # number of members
             "search_dir": "",  # source search: the workdir of experiments.sweep (its trials.csv)
             "own_order": False,  # source search: each trial its own minibatch order (err apart)
+            "search_stages": "last",  # source search: last (the last stage's trials) | all
             "train_dir": "",  # source checkpoints: the workdir of experiments.train
             "combine": "proba",  # proba (mean softmax) | scores (mean scores) | vote (majority)
         }

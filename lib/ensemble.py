@@ -282,6 +282,7 @@ def member_inputs(
         search_dir=e.get("search_dir") or "",
         own_order=bool(e.get("own_order", False)),
         train_dir=e.get("train_dir") or "",
+        search_stages=e.get("search_stages", "last"),
     )
     return options, dataset
 
@@ -328,6 +329,14 @@ def _build_and_evaluate(options: members.Options, dataset: data.Dataset, how: st
     groups, raw = members.build_members(options, dataset)
     jax.block_until_ready([g.params for g in groups])
     build_seconds = time.perf_counter() - t0
+    for g in groups:  # what the members are, whatever the ensemble's own config says
+        logging.info(
+            "members %s: %s, %d epochs, from %s",
+            ", ".join(g.names),
+            g.setup.model,
+            g.setup.num_epochs,
+            options.search_dir or options.train_dir or f"seed {options.seed}",
+        )
     logging.info("built the members in %.1fs; evaluating", build_seconds)
     distributed.check_interrupt()
     result = evaluate(groups, dataset, how)

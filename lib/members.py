@@ -60,6 +60,7 @@ class Options(NamedTuple):
     search_dir: str = ""  # search: the workdir of experiments.sweep (its trials.csv)
     own_order: bool = False  # search: each trial draws its own minibatch order (err apart)
     train_dir: str = ""  # checkpoints: the workdir of experiments.train
+    search_stages: str = "last"  # search: the trials of the last stage, or of all (STAGES)
 
 
 class Group(NamedTuple):
@@ -204,6 +205,7 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
         trials.append(
             {
                 "trial": f"{row['trial']} (stage {row['stage']})",  # numbers restart per stage
+                "stage": int(row["stage"]),
                 "val_accuracy": float(row["val_accuracy"]),
                 "seed": fields["seed"],
                 "order_seed": int(row["order_seed"]) if row["order_seed"] else None,
@@ -214,13 +216,27 @@ def read_trials(search_dir: str) -> list[dict[str, Any]]:
     return trials
 
 
-def top_trials(search_dir: str, size: int) -> list[dict[str, Any]]:
-    """The ``size`` complete trials with the highest validation accuracy."""
+STAGES = ("last", "all")  # ensemble.search_stages: which stages' trials may be members
+
+
+def top_trials(search_dir: str, size: int, stages: str = "last") -> list[dict[str, Any]]:
+    """The ``size`` complete trials with the highest validation accuracy, of the last stage
+    that has complete trials (``stages="last"``: members trained alike, for the most epochs)
+    or of every stage (``"all"``: a short trial of an early stage may rank high)."""
     _check_size(size)
-    trials = read_trials(search_dir)
-    if size > len(trials):
+    if stages not in STAGES:
         raise ValueError(
-            f"ensemble size {size} is larger than the {len(trials)} complete trials "
+            f"ensemble.search_stages={stages!r} is not one of {', '.join(STAGES)}; "
+            "set --config.ensemble.search_stages=last"
+        )
+    trials = read_trials(search_dir)
+    if stages == "last" and trials:
+        last = max(t["stage"] for t in trials)
+        trials = [t for t in trials if t["stage"] == last]
+    if size > len(trials):
+        where = "" if stages == "all" else " of its last stage"
+        raise ValueError(
+            f"ensemble size {size} is larger than the {len(trials)} complete trials{where} "
             f"in {search_dir!r}; set --config.ensemble.size={len(trials)} or less, "
             "or run more trials"
         )
@@ -303,7 +319,7 @@ def from_search(options: Options, dataset: data.Dataset) -> list[Group]:
     (`sharding.fit_trials` without ``order_seed``), as seeds do.
     """
     own_order, search_dir = options.own_order, options.search_dir
-    trials = top_trials(search_dir, options.size)
+    trials = top_trials(search_dir, options.size, options.search_stages)
     mesh = sharding.trial_mesh()
     device_data = train.to_device(dataset, mesh)
     groups = []

@@ -62,9 +62,9 @@ def np_softmax(s):
 ORDER_SEED, SEARCH_BATCH = 11, 25  # 4 minibatches per epoch: the order matters
 
 
-def _write_trials(path, rows):
+def _write_trials(path, rows, stages=None):
     """A trials.csv as lib/search.py ``_write_csv`` writes it (its exact header, for a space
-    of learning_rate and reg)."""
+    of learning_rate and reg); ``stages``: each row's stage (default 0)."""
     columns = [
         "stage",
         "trial",
@@ -87,7 +87,7 @@ def _write_trials(path, rows):
         for i, (status, val, seed, lr, reg) in enumerate(rows):
             writer.writerow(
                 [
-                    0,
+                    0 if stages is None else stages[i],
                     i,
                     i,
                     status,
@@ -206,6 +206,22 @@ class SourcesTest(parameterized.TestCase):
                 want, _ = fit(jax.random.key(seed), hp_m, data, own.setup, None)
                 got = jax.tree.map(lambda a: a[m], own.params)
                 chex.assert_trees_all_close(got, want.params, rtol=1e-5, atol=1e-6)
+
+    def test_search_members_come_from_the_last_stage_unless_asked(self):
+        with tempfile.TemporaryDirectory() as d:
+            rows = [("complete", v, 3 + i, 0.1, 1e-3) for i, v in enumerate([0.9, 0.8, 0.7])]
+            _write_trials(d, rows, stages=[0, 1, 1])  # the stage-0 trial scores best
+            self.assertEqual(
+                [t["trial"] for t in members.top_trials(d, 2)], ["1 (stage 1)", "2 (stage 1)"]
+            )
+            self.assertEqual(
+                [t["trial"] for t in members.top_trials(d, 2, "all")],
+                ["0 (stage 0)", "1 (stage 1)"],
+            )
+            with self.assertRaisesRegex(ValueError, "2 complete trials of its last stage"):
+                members.top_trials(d, 3)
+            with self.assertRaisesRegex(ValueError, "search_stages='first' is not one of"):
+                members.top_trials(d, 1, "first")
 
     def test_search_end_to_end_from_a_real_sweep(self):
         with tempfile.TemporaryDirectory() as d:
