@@ -24,7 +24,6 @@ equal to one process's with as many devices); every process restores the checkpo
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from typing import Any, NamedTuple, Sequence
@@ -37,10 +36,6 @@ from jax.sharding import Mesh
 
 from lib import checkpoints, data, distributed, settings, sharding, sweep_report, train
 from lib.types import Params, PRNGKey
-
-
-_INT_FIELDS = ("hidden", "num_epochs", "batch_size", "seed")
-_STR_FIELDS = ("optimizer", "model", "loss", "schedule")
 
 
 class Options(NamedTuple):
@@ -146,101 +141,8 @@ def train_seeds(
 
 # ----------------------------------------------------------------------------- sweep trials
 
-
-def _parse(name: str, value: str) -> Any:
-    if name in _STR_FIELDS:
-        return value
-    number = float(value)
-    return int(round(number)) if name in _INT_FIELDS else number
-
-
-def read_trials(search_dir: str) -> list[dict[str, Any]]:
-    """The complete trials of a sweep workdir, best validation accuracy first.
-
-    Reads ``<search_dir>/trials.csv`` as ``lib.search`` writes it: the columns
-    ``sweep_report.TRIAL_COLUMNS``, then one column per search-space name (a
-    ``settings.CONFIG_PATHS`` name: ``learning_rate``, ``reg``, ``hidden``, ``optimizer``,
-    ...). Rows whose ``status`` is ``complete`` are kept (not ``diverged``). Each returned
-    dict has ``trial`` (``"<trial> (stage <stage>)"``), ``val_accuracy``, ``seed`` (the
-    trial's key is ``jax.random.key(seed)``), ``order_seed`` (its minibatch-order key; None:
-    the trial drew its own order from its seed) and
-    ``fields`` (CONFIG_PATHS name -> value: the seed, the epochs and the space's
-    hyperparameters).
-    """
-    if not search_dir:
-        raise ValueError(
-            "source 'search' needs a sweep workdir: set "
-            "--config.ensemble.search_dir=<workdir of experiments.sweep>"
-        )
-    if not os.path.isdir(search_dir):
-        raise FileNotFoundError(
-            f"sweep workdir {search_dir!r} does not exist; run "
-            f"python -m experiments.sweep --workdir={search_dir} first"
-        )
-    path = os.path.join(search_dir, "trials.csv")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"no trials.csv in {search_dir!r} (expected one row per trial, "
-            "written by experiments.sweep); finish the sweep or point "
-            "--config.ensemble.search_dir at a finished one"
-        )
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path} holds no trials; run the sweep first")
-    columns = set(rows[0])
-    missing = [c for c in sweep_report.TRIAL_COLUMNS if c not in columns]
-    unknown = sorted(columns - set(sweep_report.TRIAL_COLUMNS) - set(settings.CONFIG_PATHS))
-    if missing or unknown:
-        raise ValueError(
-            f"{path} is not a trials.csv of experiments.sweep (missing columns {missing}, "
-            f"unknown columns {unknown}); point --config.ensemble.search_dir at a sweep workdir"
-        )
-    space = sorted(columns - set(sweep_report.TRIAL_COLUMNS))
-    trials = []
-    for row in rows:
-        if row["status"] != "complete":
-            continue
-        fields = {name: _parse(name, row[name]) for name in ("seed", "num_epochs", *space)}
-        trials.append(
-            {
-                "trial": f"{row['trial']} (stage {row['stage']})",  # numbers restart per stage
-                "stage": int(row["stage"]),
-                "val_accuracy": float(row["val_accuracy"]),
-                "seed": fields["seed"],
-                "order_seed": int(row["order_seed"]) if row["order_seed"] else None,
-                "fields": fields,
-            }
-        )
-    trials.sort(key=lambda t: -t["val_accuracy"])  # stable: ties keep file order
-    return trials
-
-
-STAGES = ("last", "all")  # ensemble.search_stages: which stages' trials may be members
-
-
-def top_trials(search_dir: str, size: int, stages: str = "last") -> list[dict[str, Any]]:
-    """The ``size`` complete trials with the highest validation accuracy, of the last stage
-    that has complete trials (``stages="last"``: members trained alike, for the most epochs)
-    or of every stage (``"all"``: a short trial of an early stage may rank high)."""
-    _check_size(size)
-    if stages not in STAGES:
-        raise ValueError(
-            f"ensemble.search_stages={stages!r} is not one of {', '.join(STAGES)}; "
-            "set --config.ensemble.search_stages=last"
-        )
-    trials = read_trials(search_dir)
-    if stages == "last" and trials:
-        last = max(t["stage"] for t in trials)
-        trials = [t for t in trials if t["stage"] == last]
-    if size > len(trials):
-        where = "" if stages == "all" else " of its last stage"
-        raise ValueError(
-            f"ensemble size {size} is larger than the {len(trials)} complete trials{where} "
-            f"in {search_dir!r}; set --config.ensemble.size={len(trials)} or less, "
-            "or run more trials"
-        )
-    return trials[:size]
+# A sweep workdir's trials.csv, read back (the sweep writes it: ``sweep_report``).
+read_trials, top_trials = sweep_report.read_trials, sweep_report.top_trials
 
 
 _SETUP_FIELDS = frozenset(f.name for f in dataclasses.fields(settings.Setup))
