@@ -359,20 +359,20 @@ def claim(
     params (unless queued again with its own) and user attrs of a popped trial, computed
     from the trials claimed before it; its ``number`` (unique in the study, in every
     process) seeds the proposal, so no two claims draw alike. ``heartbeat`` (``Heartbeat``
-    of lib.sweep_stage) holds each popped trial before its owner is written.
+    of lib.sweep_stage) holds each claimed trial before its owner is written.
     """
     out = []
     while len(out) < num and has_waiting(study):
         with warnings.catch_warnings():  # heartbeats are sent by ``Heartbeat``, not optimize
             warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
             trial = study.ask()
-        if heartbeat is not None:
-            heartbeat.hold(trial)
         slot = trial.user_attrs.get("slot")
         if slot is None or slot >= slots or _copy_of_earlier_trial(study, trial.number, slot):
             trial.set_user_attr("dropped", "not a slot of this stage, or a copy of one")
             study.tell(trial, state=TrialState.FAIL)
             continue
+        if heartbeat is not None:
+            heartbeat.hold(trial)
         trial.set_user_attr("owner", owner)
         if propose is not None and not trial.params:
             study.sampler.values, attrs = propose(study, trial.number)
