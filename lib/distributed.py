@@ -42,6 +42,7 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -134,7 +135,9 @@ def initialize(
     Explicit arguments win over ``SCORELAB_*`` variables, which win over cluster detection.
     On CPU hosts the cross-process collectives use gloo. In a multi-process run an uncaught
     exception then ends its process at once (exit status 1) so that the peers fail too,
-    instead of all of them waiting forever. A second call does nothing.
+    instead of all of them waiting forever. Logs one line on joining ("joined a
+    multi-process run: process i of N, M devices in all (backend)"). A second call does
+    nothing.
 
     Args:
       coordinator_address: ``host:port`` where process 0 serves the coordinator.
@@ -169,6 +172,13 @@ def initialize(
     jax.distributed.initialize(**kwargs)
     _joined.append(True)
     _exit_at_once_on_uncaught_exception()
+    logging.info(
+        "joined a multi-process run: process %d of %d, %d devices in all (%s)",
+        jax.process_index(),
+        jax.process_count(),
+        jax.device_count(),
+        jax.default_backend(),
+    )
     return jax.process_count() > 1
 
 

@@ -17,6 +17,7 @@ from tests.distributed_test import clean_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT_S = 120  # no subprocess is ever waited for longer
+JOINED = "joined a multi-process run"  # the line each process logs when it joins
 
 
 class ProcessTestCase(absltest.TestCase):
@@ -80,6 +81,15 @@ class ProcessTestCase(absltest.TestCase):
     def finish(self, proc: subprocess.Popen, name: str, status: int = 0) -> None:
         """Waits for ``proc`` and checks its exit status (its log's end if not)."""
         self.assertEqual(proc.wait(timeout=WAIT_S), status, self.log(name)[-3000:])
+
+    def assert_joined(self, names: list[str], devices: int) -> None:
+        """Process i (log ``names[i]``) logged once that it joined as process i of all of
+        ``names``, ``devices`` CPU devices in all."""
+        for i, name in enumerate(names):
+            lines = [line for line in self.log(name).splitlines() if JOINED in line]
+            self.assertLen(lines, 1, self.log(name)[-3000:])
+            expected = f"] {JOINED}: process {i} of {len(names)}, {devices} devices in all (cpu)"
+            self.assertTrue(lines[0].endswith(expected), lines[0])
 
     def wait_for(self, text: str, name: str, proc: subprocess.Popen) -> None:
         """Waits until ``text`` appears in ``<name>.log``, while ``proc`` runs."""

@@ -63,6 +63,8 @@ class MultiProcessEnsembleTest(multihost.ProcessTestCase):
         )
         self.assertIn("ensemble (proba)", self.read("pair0.out"))  # process 0 prints ...
         self.assertNotIn("ensemble (proba)", self.read("pair1.out"))  # ... the other not
+        self.assert_joined(["pair0", "pair1"], devices=4)
+        self.assertNotIn(multihost.JOINED, self.log("reference"))
 
 
 if __name__ == "__main__":

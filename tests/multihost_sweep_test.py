@@ -80,7 +80,9 @@ class MultiProcessSweepTest(multihost.ProcessTestCase):
         job_id = free_port(61440, 65535) - 61440 + 4096 * 11
         workdir = os.path.join(self.dir, "slurm")
         self._run_pair(workdir, "slurm", [slurm_env(i, job_id) for i in (0, 1)])
+        self.assert_joined(["slurm0", "slurm1"], devices=4)  # each says so, once
         reference = self._wait_reference()
+        self.assertNotIn(multihost.JOINED, self.log("reference"))  # one process joins nothing
         self.assertEqual(_trials(workdir), _trials(reference))
         self.assertEqual(_summary(workdir), _summary(reference))
         self.assertEqual(_summary(workdir)["devices"], 4)  # both processes' devices

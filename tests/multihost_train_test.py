@@ -66,6 +66,8 @@ class DataParallelTrainTest(multihost.ProcessTestCase):
         # One process, one device, not data parallel, resumes the two processes' checkpoint.
         self.finish(self._start("resumed", workdir, devices=1), "resumed")
         self.assertIn(f"from the checkpoint of epoch {len(stopped)}", self.log("resumed"))
+        self.assert_joined(["pair0", "pair1"], devices=4)
+        self.assertNotIn(multihost.JOINED, self.log("resumed"))  # one process joins nothing
         self.finish(ref, "reference")
         got, expected = _records(workdir), _records(reference)
         self.assertEqual(got[: len(stopped)], stopped)
