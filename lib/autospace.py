@@ -27,8 +27,8 @@ border of a default range, the next stage extends it there (``lib.narrowing.narr
 range the config gives is kept as given.
 
 The stages follow the notes' coarse to fine with Hyperband's geometry (a quarter of the
-trials, four times the epochs): ``64 x E/16``, ``16 x E/4`` and the last stage, at the run's
-own ``E`` epochs, large enough that its best trials make the ensemble.
+trials, four times the epochs): ``64 x E/16``, ``16 x E/4`` and ``8 x E``, the run's own
+``E`` epochs (``lib.tune`` then trains replicas of the best with new seeds).
 
 Pure functions of their arguments (numpy on the host).
 """
@@ -129,16 +129,14 @@ def _unused(setup: settings.Setup) -> set[str]:
     return {n for n in ("learning_rate", "reg", "dropout") if settings.unused_reason(n, setup)}
 
 
-def default_stages(num_epochs: int, members: int, first: int = 64) -> list[tuple[int, int]]:
-    """``first x E/16``, ``first/4 x E/4`` and ``max(16, 2 * members) x E`` (epochs at
-    least 1; a stage with no more epochs than the one before it, or as many as the last, is
-    left out)."""
-    last = max(16, 2 * members)
+def default_stages(num_epochs: int, first: int = 64) -> list[tuple[int, int]]:
+    """``first x E/16``, ``first/4 x E/4`` and ``first/8 x E`` (epochs at least 1; a stage
+    with no more epochs than the one before it, or as many as the last, is left out)."""
     stages = [(first, max(1, round(num_epochs / 16))), (first // 4, max(1, round(num_epochs / 4)))]
     stages = [
         s for i, s in enumerate(stages) if s[1] < num_epochs and (i == 0 or s[1] > stages[0][1])
     ]
-    return [*stages, (last, int(num_epochs))]
+    return [*stages, (first // 8, int(num_epochs))]
 
 
 def resolve(

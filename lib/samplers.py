@@ -207,6 +207,11 @@ class Sampler(NamedTuple):
         return len(self.plan(space, num, (0,)))
 
 
+def replicas(params: dict[str, Any]) -> Sampler:
+    """Every slot ``params`` (a stage of one configuration, each slot with its own seed)."""
+    return Sampler("replicas", plan=lambda space, num, seed: [dict(params) for _ in range(num)])
+
+
 SAMPLERS: dict[str, Sampler] = {
     s.name: s
     for s in (

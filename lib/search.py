@@ -1,27 +1,14 @@
 """Hyperparameter search: runs a study over a search space (``lib.space``), resumably.
 
-``run_search(config, workdir)`` drives a sweep, top-down: it reads the config (``read_sweep``,
-the only reader), opens the workdir's study, builds and runs each stage in turn
-(``lib.sweep_stage``: each batch of trials of one shape is one vmapped, sharded ``train.fit``,
-``lib.sharding``), and writes the outputs in one place (``_write_outputs``). Each trial has
-its own seed (its initialisation and dropout) but every trial of a study draws its
-minibatches in the same order, from ``search.seed``: trials differ only in what the search
-varies (common random numbers), and each minibatch is gathered once for the whole batch,
-whose products become one wide matrix product. The trials live in an Optuna study in the
-workdir (``lib.study``: storage, resume checks, recovery, sharing one study between
-processes), so rerunning the same command resumes it. Stage s + 1 samples inside the range
-the best complete trials of stage s narrowed (coarse to fine, ``lib.narrowing``). The
-samplers are one registry (``lib.samplers``). A stage is claimed, trained and told batch by
-batch (``search.trials_per_batch``), so TPE models each batch on those told before it, and a
-later stage from its first trial on the earlier stage's. The best trial is the best complete
-one of the last stage that has any. Outputs: trials.csv, summary.json, search.png,
-best_hparams.json and the best trial's params (orbax).
-
-A sweep may also run as several processes of one multi-process JAX run (``lib.distributed``:
-``srun``, or the ``SCORELAB_*`` variables): each batch is then sharded over every process's
-devices, and the outputs equal those of one process with as many devices. Process 0 alone
-opens the study, decides every batch and writes the workdir (``sharding.leading``); the
-others only train the batches it sends them (``sharding.follow``).
+``run_search(config, workdir)`` reads the config (``read_sweep``, the only reader), opens the
+workdir's Optuna study (``lib.study``), runs each stage in turn (``lib.sweep_stage``: each
+batch of one shape is one vmapped, sharded ``train.fit``) inside the range the stage before
+narrowed (``lib.narrowing``), and writes the outputs (``_write_outputs``). Trials share one
+minibatch order (common random numbers: each minibatch is gathered once for the batch),
+unless a stage draws its own (``Sweep.own_order_from``). A rerun resumes the study. The best
+trial is the best complete one of the last stage that has any. Several processes of one
+multi-process JAX run (``lib.distributed``) share each batch's devices: process 0 opens the
+study, decides every batch and writes (``sharding.leading``), the others follow.
 """
 
 from __future__ import annotations
@@ -145,16 +132,20 @@ class Sweep(NamedTuple):
     hparams: dict[str, float]
     config_dict: dict
     extendable: tuple[str, ...] = ()  # default ranges, grown past a border the best touch
-    own_order_last: bool = False  # the last stage's trials draw their own minibatch orders
+    own_order_from: int | None = None  # trials of this stage on draw their own minibatch orders
+    replicas: bool = False  # the last stage: new seeds of the stage before it's best trial
 
 
 class Defaults(NamedTuple):
     """What a search derives where its config is silent (``experiments.tune``):
     ``plan(configured space, stages, dataset, setup, hparams)`` -> (space, stages, the
-    names whose range is a default)."""
+    names whose range is a default). ``replicas`` > 0 appends a stage of that many trials
+    of the last stage's best hyperparameters, each with a new seed (the notes' ensemble of
+    one model from several initialisations); the last search stage and it draw their own
+    minibatch orders."""
 
     plan: Any
-    own_order_last: bool = True
+    replicas: int = 0
 
 
 def read_sweep(config: Any, defaults: Defaults | None = None) -> Sweep:
@@ -185,8 +176,12 @@ def read_sweep(config: Any, defaults: Defaults | None = None) -> Sweep:
     hparams = settings.hparams_from_config(config)
     settings.validate(setup, hparams, num_train=dataset.x_train.shape[0])
     space, extendable = configured, ()
+    own_order_from = None
     if defaults is not None:
         space, stages, extendable = defaults.plan(configured, stages, dataset, setup, hparams)
+        own_order_from = len(stages) - 1
+        if defaults.replicas:
+            stages = [*stages, (int(defaults.replicas), stages[-1][1])]
     check_space(space, setup, stages)
     config_dict = config.to_dict()
     return Sweep(
@@ -204,7 +199,8 @@ def read_sweep(config: Any, defaults: Defaults | None = None) -> Sweep:
         hparams=hparams,
         config_dict=config_dict,
         extendable=tuple(extendable),
-        own_order_last=defaults is not None and defaults.own_order_last,
+        own_order_from=own_order_from,
+        replicas=defaults is not None and defaults.replicas > 0,
     )
 
 
@@ -238,7 +234,7 @@ def _trainer(sweep: Sweep, callback, keep=None) -> sweep_stage.Trainer:
         tpe_startup=sweep.tpe_startup,
         callback=callback,
         keep=keep,
-        own_order_stage=len(sweep.stages) - 1 if sweep.own_order_last else None,
+        own_order_from=sweep.own_order_from,
     )
 
 
@@ -253,8 +249,13 @@ def _run_stages(
     space, records, stage_summaries, earlier, best = sweep.space, [], [], [], None
     for index, (num, num_epochs) in enumerate(sweep.stages):
         interrupt.check()
+        replicate = sweep.replicas and index == len(sweep.stages) - 1
+        if replicate and best is None:
+            break  # nothing to replicate: every trial diverged (the summary says so)
+        sampler = samplers.replicas(best["hparams"]) if replicate else sweep.sampler
+        space = stage.space if replicate else space  # the best trial's own range
         stage = sweep_stage.open_stage(
-            storage, sweep.study_name, index, space, num, num_epochs, sweep.sampler, sweep.seed
+            storage, sweep.study_name, index, space, num, num_epochs, sampler, sweep.seed
         )
         t0 = time.perf_counter()
         stage_records = sweep_stage.run_stage(stage, earlier, trainer, progress)
@@ -262,12 +263,19 @@ def _run_stages(
         records += stage_records
         earlier.append([(r["hparams"], r["value"], stage.dists) for r in stage_records])
         stage_summaries.append(
-            report.stage_summary(
-                index, stage.space, num_epochs, stage_records, sweep.space, sweep.setup, chance
+            report.stage_summary(  # replicas' spread is the seeds', not the space's
+                index,
+                stage.space,
+                num_epochs,
+                stage_records,
+                sweep.space,
+                sweep.setup,
+                chance,
+                borders=not replicate,
             )
             | {"config_epochs": len(stage_records) * num_epochs, "seconds": seconds}
         )
-        best = report.best_trial(stage_records) or best
+        best = report.best_trial([*stage_records, *([best] if replicate else [])]) or best
         ok = [r for r in stage_records if r["status"] == "complete"]
         if index + 1 < len(sweep.stages) and ok:  # with none complete, keep the range
             rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]

@@ -54,12 +54,14 @@ def stage_summary(
     configured: Space,
     setup: settings.Setup,
     chance: tuple[float, int],
+    borders: bool = True,
 ) -> dict[str, Any]:
     """A stage's entry of summary.json; logs its warnings (border, nothing learned,
-    everything diverged). ``chance``: the validation set's majority-class rate and size."""
+    everything diverged). ``chance``: the validation set's majority-class rate and size;
+    ``borders``: whether its trials' values tell about the range (not for replicas)."""
     ok = [r for r in records if r["status"] == "complete"]
     rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
-    warnings = border_warnings(space, rows, scores, setup, configured=configured)
+    warnings = border_warnings(space, rows, scores, setup, configured=configured) if borders else []
     warnings += nothing_learned(records, *chance, configured)
     warnings = [f"stage {index}: {w}" for w in warnings]
     for w in warnings:

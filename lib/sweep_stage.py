@@ -82,7 +82,7 @@ class Trainer:
     tpe_startup: int
     callback: Callable[[int, list[dict]], None] | None
     keep: Callable[[int, list[dict]], None] | None = None  # each trained batch, before tell
-    own_order_stage: int | None = None  # this stage's trials draw their own minibatch orders
+    own_order_from: int | None = None  # trials of this stage on draw their own minibatch orders
 
 
 @dataclasses.dataclass
@@ -254,7 +254,8 @@ def _run_batch(items, stage: int, num_epochs: int, full: int, trainer: Trainer) 
     # Lanes: a power of two, at least a quarter of the stage's batch (few distinct shapes,
     # so few compiles), at most the batch.
     lanes = min(full, max(1 << (len(items) - 1).bit_length(), full // 4))
-    order_seed = None if stage == trainer.own_order_stage else trainer.seed
+    own = trainer.own_order_from is not None and stage >= trainer.own_order_from
+    order_seed = None if own else trainer.seed
     t0 = time.perf_counter()
     state, history = sharding.lead_fit(  # in a multi-process sweep, every process trains it
         seeds, rows, trainer.data, setup, trainer.mesh, lanes, order_seed=order_seed

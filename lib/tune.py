@@ -72,22 +72,17 @@ def run_tune(config: Any, workdir: str) -> dict[str, Any]:
         raise ValueError(f"unknown ensemble.combine {how!r}; valid: {', '.join(ensemble.COMBINES)}")
     notes: dict[str, str] = {}
     sweep = search.read_sweep(config, defaults(size, notes))
-    last = len(sweep.stages) - 1
-    if size > sweep.stages[-1][0]:
-        raise ValueError(
-            f"ensemble.size={size} is more than the last stage's {sweep.stages[-1][0]} trials; "
-            f"lower --config.ensemble.size or raise the last stage of --config.search.stages"
-        )
     summary, records = search.run_sweep(
-        sweep, workdir, keep=lambda stage, done: keep_members(workdir, stage, last, done)
+        sweep, workdir, keep=lambda stage, done: keep_members(workdir, stage, sweep, done)
     )
     if not distributed.is_main():
         return {}
-    top = top_members(records, last, size)
+    top = top_members(records, sweep, size)
     if not top:
         raise FloatingPointError(
-            "no trial of the last stage completed (all diverged): no ensemble; lower the "
-            "learning-rate range (--config.search.space.learning_rate.high) and use a new --workdir"
+            "no trial of the last search stage completed (all diverged): no ensemble; lower "
+            "the learning-rate range (--config.search.space.learning_rate.high) and use a new "
+            "--workdir"
         )
     groups = member_groups(workdir, top, sweep)
     result = ensemble.evaluate(groups, sweep.dataset, how)
@@ -105,9 +100,11 @@ def run_tune(config: Any, workdir: str) -> dict[str, Any]:
 
 def defaults(size: int, notes: dict[str, str] | None = None) -> search.Defaults:
     """What a tune derives where its config is silent (``_plan``), for an ensemble of
-    ``size``; ``notes`` receives how each range was derived."""
+    ``size``: the best trial and ``size - 1`` replicas of it (new seeds); ``notes``
+    receives how each range was derived."""
     notes = {} if notes is None else notes
-    return search.Defaults(plan=functools.partial(_plan, size=size, notes=notes))
+    plan = functools.partial(_plan, size=size, notes=notes)
+    return search.Defaults(plan=plan, replicas=size - 1)
 
 
 def _plan(configured, stages, dataset, setup, hparams, *, size: int, notes: dict):
@@ -116,18 +113,19 @@ def _plan(configured, stages, dataset, setup, hparams, *, size: int, notes: dict
     space, extendable, how = autospace.resolve(configured, setup, hparams, dataset)
     notes.update(how)
     if stages is None:
-        stages = autospace.default_stages(setup.num_epochs, size)
+        stages = autospace.default_stages(setup.num_epochs)
     return space, stages, extendable
 
 
-def member_path(workdir: str, slot: int) -> str:
-    return os.path.join(workdir, MEMBERS, f"slot-{slot:04d}.npz")
+def member_path(workdir: str, stage: int, slot: int) -> str:
+    return os.path.join(workdir, MEMBERS, f"stage{stage}-slot{slot:04d}.npz")
 
 
-def keep_members(workdir: str, stage: int, last: int, done: Sequence[dict]) -> None:
-    """Writes each complete trial of the ``last`` stage (its params and per-epoch curves) to
-    ``members/slot-<slot>.npz``, atomically (a rename), before the study is told of it."""
-    if stage != last:
+def keep_members(workdir: str, stage: int, sweep: search.Sweep, done: Sequence[dict]) -> None:
+    """Writes each complete trial of the stages members come from (the last search stage,
+    whose best trial is one, and its replicas) to ``members/``, its params, per-epoch curves
+    and running average of the weights, atomically (a rename), before the study is told."""
+    if stage < sweep.own_order_from:
         return
     os.makedirs(os.path.join(workdir, MEMBERS), exist_ok=True)
     for r in done:
@@ -136,22 +134,22 @@ def keep_members(workdir: str, stage: int, last: int, done: Sequence[dict]) -> N
         arrays = {f"params/{k}": np.asarray(v) for k, v in r["params"].items()}
         arrays.update({f"history/{k}": np.asarray(v) for k, v in r["history"].items()})
         arrays.update({f"ema/{k}": np.asarray(v) for k, v in (r.get("ema") or {}).items()})
-        path = member_path(workdir, r["slot"])
+        path = member_path(workdir, stage, r["slot"])
         tmp = f"{path}.{os.getpid()}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
 
 
-def read_member(workdir: str, slot: int) -> dict[str, dict] | None:
+def read_member(workdir: str, stage: int, slot: int) -> dict[str, dict] | None:
     """A kept member's ``params``, ``history`` (per-epoch metrics) and ``ema`` (the running
     average of its weights; {} without one), or None when its file is missing or
     unreadable."""
     try:
-        with np.load(member_path(workdir, slot), allow_pickle=False) as f:
+        with np.load(member_path(workdir, stage, slot), allow_pickle=False) as f:
             items = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError) as e:
         if not isinstance(e, FileNotFoundError):
-            logging.warning("members/: slot %d unreadable (%s); it is retrained", slot, e)
+            logging.warning("members/: stage %d slot %d unreadable (%s); retrained", stage, slot, e)
         return None
     return {
         part: {k.split("/", 1)[1]: v for k, v in items.items() if k.startswith(f"{part}/")}
@@ -159,24 +157,30 @@ def read_member(workdir: str, slot: int) -> dict[str, dict] | None:
     }
 
 
-def top_members(records: Sequence[dict], last: int, size: int) -> list[dict]:
-    """The ``size`` complete trials of the ``last`` stage with the highest validation
-    accuracy (ties: the lower slot)."""
-    ok = [r for r in records if r["stage"] == last and r["status"] == "complete"]
-    return sorted(ok, key=lambda r: (-r["value"], r["slot"]))[:size]
+def top_members(records: Sequence[dict], sweep: search.Sweep, size: int) -> list[dict]:
+    """The members: the best complete trial of the last search stage and its replicas'
+    complete trials (with ``sweep.replicas``), else the ``size`` best complete trials of the
+    last stage; best validation accuracy first (ties: the earlier stage, the lower slot)."""
+    first = sweep.own_order_from
+    ok = [r for r in records if r["stage"] >= first and r["status"] == "complete"]
+    rank = lambda r: (-r["value"], r["stage"], r["slot"])
+    if sweep.replicas:
+        searched = sorted((r for r in ok if r["stage"] == first), key=rank)[:1]
+        ok = searched + [r for r in ok if r["stage"] > first] if searched else []
+    return sorted(ok, key=rank)[:size]
 
 
 def member_groups(workdir: str, top: Sequence[dict], sweep: search.Sweep) -> list[members.Group]:
-    """The members as groups of one structure each, their weights read from ``members/``:
-    the running average of the weights where the runs keep one (``train.ema_decay`` > 0, as
-    ``experiments.train`` evaluates it beside the final weights), else the final weights. A
-    member whose file is missing (a worker with another workdir trained it) is retrained
-    from its seed, hparams and order: the same weights."""
+    """The members as groups of one structure each, their final weights read from
+    ``members/`` (not their running average: measured on CIFAR-10, averaged weights err
+    more alike, and their ensemble gained less). A member whose file is missing (a worker
+    with another workdir trained it) is retrained from its seed, hparams and order: the
+    same weights."""
     by_setup: dict[settings.Setup, list[tuple[dict, dict]]] = {}
     for r in top:
         setup = sweep_stage.setup_for(sweep.setup, r["hparams"], r["num_epochs"])
-        kept = read_member(workdir, r["slot"]) or _retrain(r, setup, sweep)
-        by_setup.setdefault(setup, []).append((r, kept["ema"] or kept["params"]))
+        kept = read_member(workdir, r["stage"], r["slot"]) or _retrain(r, setup, sweep)
+        by_setup.setdefault(setup, []).append((r, kept["params"]))
     return [
         members.Group(
             setup,
@@ -210,7 +214,7 @@ def _best_model(workdir: str, summary: dict, sweep: search.Sweep, records) -> di
     """curves.png and the weight figure of the best model when it is kept; the val and test
     accuracy of its weights' running average when it has one (the summary's ``ema``)."""
     best = summary.get("best")
-    kept = best and read_member(workdir, _slot_of(records, best))
+    kept = best and read_member(workdir, best["stage"], _slot_of(records, best))
     if not kept:
         return {}
     params, history = kept["params"], kept["history"]
@@ -250,7 +254,7 @@ def _summary(summary, result, top, sweep, config, notes, start) -> dict[str, Any
         "best_member": best_member,
         "gain_over_best": result["gain_over_best"],
         "gain_over_mean": result["gain_over_mean"],
-        "weights": "ema" if sweep.setup.ema else "final",
+        "members_from": _members_from(top, sweep),
         "origin": [
             {
                 "name": member_name(r),
@@ -285,6 +289,16 @@ def _summary(summary, result, top, sweep, config, notes, start) -> dict[str, Any
         "space_notes": notes,
         "wall_seconds": time.perf_counter() - start,
     }
+
+
+def _members_from(top: Sequence[dict], sweep: search.Sweep) -> str:
+    searched = [r for r in top if r["stage"] == sweep.own_order_from]
+    if sweep.replicas and searched:
+        return (
+            f"{member_name(searched[0])}, the last search stage's best, and "
+            f"{len(top) - 1} replicas of it (its hyperparameters, new seeds and minibatch orders)"
+        )
+    return f"the last stage's {len(top)} best trials"
 
 
 def _log_result(summary: dict) -> None:

@@ -77,8 +77,8 @@ def _found(summary: dict[str, Any]) -> list[str]:
         ),
         "",
         (
-            f"Ensemble of the last stage's {ens['size']} best trials ({ens['combine']}, "
-            f"{'their weights averaged over training (EMA)' if ens['weights'] == 'ema' else 'final weights'}): "
+            f"Ensemble of {ens['size']} ({ens['combine']}; {ens['members_from']}, final "
+            "weights): "
             f"val {ens['val_accuracy']:.4f}, test {ens['test_accuracy']:.4f}, "
             f"{ens['gain_over_best']['test_accuracy']:+.4f} test over its best member."
         ),

@@ -90,10 +90,10 @@ class DefaultSpaceTest(parameterized.TestCase):
         self.assertEqual(notes["reg"], "configured")
 
     def test_default_stages(self):
-        self.assertEqual(autospace.default_stages(15, 8), [(64, 1), (16, 4), (16, 15)])
-        self.assertEqual(autospace.default_stages(30, 12), [(64, 2), (16, 8), (24, 30)])
-        self.assertEqual(autospace.default_stages(4, 8), [(64, 1), (16, 4)])
-        self.assertEqual(autospace.default_stages(1, 8), [(16, 1)])
+        self.assertEqual(autospace.default_stages(15), [(64, 1), (16, 4), (8, 15)])
+        self.assertEqual(autospace.default_stages(30, 32), [(32, 2), (8, 8), (4, 30)])
+        self.assertEqual(autospace.default_stages(4), [(64, 1), (8, 4)])
+        self.assertEqual(autospace.default_stages(1), [(8, 1)])
 
 
 SPACE = {"learning_rate": Dim(1e-4, 1e-2, "log"), "reg": Dim(1e-6, 1e-2, "log")}

@@ -16,8 +16,9 @@ from configs import tune as tune_config
 from lib import metrics, model, search, sharding, sweep_stage, train, tune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = "12x1,8x3"  # 12 one-epoch trials, then the 8 members' stage of 3 epochs
+STAGES = "12x1,8x3"  # 12 one-epoch trials, 8 of 3 epochs; then 3 replicas of the best
 SIZE = 4
+TRIALS = 12 + 8 + (SIZE - 1)
 
 
 def small_config(sampler="random"):
@@ -76,10 +77,10 @@ class TuneTest(parameterized.TestCase):
         for name in ("curves.png", "templates.png", "ensemble.png"):
             self.assertTrue(os.path.exists(os.path.join(w, name)), name)
         self.assertEqual(metrics.read_json(os.path.join(w, "summary.json")), metrics.to_json(s))
-        self.assertEqual(s["config_epochs"], 12 * 1 + 8 * 3)
-        self.assertEqual([st["config_epochs"] for st in s["stages"]], [12, 24])
-        self.assertEqual(s["num_trials"], 20)
-        self.assertEqual(s["best"]["stage"], 1)
+        self.assertEqual(s["config_epochs"], 12 * 1 + 8 * 3 + 3 * 3)
+        self.assertEqual([st["config_epochs"] for st in s["stages"]], [12, 24, 9])
+        self.assertEqual(s["num_trials"], TRIALS)
+        self.assertIn(s["best"]["stage"], (1, 2))
         for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
             self.assertGreater(s["best"][key], 0.8)
         self.assertEqual(set(s["space_notes"]), {"learning_rate", "reg"})
@@ -90,23 +91,31 @@ class TuneTest(parameterized.TestCase):
         self.assertIn("lambda_max", report)
         self.assertIn(metrics.read_json(os.path.join(w, "best_hparams.json"))["flags"], report)
 
-    def test_members_are_the_last_stage_best_trials(self):
-        """The ensemble's members are the last stage's top trials of trials.csv, as the
-        summary names them, each with its model, epochs and origin."""
+    def test_members_are_the_best_trial_and_its_replicas(self):
+        """The ensemble's members are the last search stage's best trial of trials.csv and
+        its replicas (its hyperparameters, other seeds), as the summary names them, each
+        with its model, epochs and origin."""
         trials = read_trials(self.workdir)
-        last = sorted(
-            (r for (stage, _), r in trials.items() if stage == "1" and r["status"] == "complete"),
-            key=lambda r: (-float(r["val_accuracy"]), int(r["slot"])),
-        )[:SIZE]
+        rank = lambda r: (-float(r["val_accuracy"]), r["stage"], int(r["slot"]))  # noqa: E731
+        searched = sorted((r for (st, _), r in trials.items() if st == "1"), key=rank)[0]
+        replicas = [r for (st, _), r in trials.items() if st == "2"]
+        self.assertLen(replicas, SIZE - 1)
+        want = sorted([searched, *replicas], key=rank)
         ens = self.summary["ensemble"]
-        self.assertEqual([o["slot"] for o in ens["origin"]], [int(r["slot"]) for r in last])
         self.assertEqual(
-            [m["name"] for m in ens["members"]], [f"trial {r['trial']} (stage 1)" for r in last]
+            [(o["stage"], o["slot"]) for o in ens["origin"]],
+            [(int(r["stage"]), int(r["slot"])) for r in want],
         )
-        for o, r, m in zip(ens["origin"], last, ens["members"]):
+        self.assertEqual(
+            [m["name"] for m in ens["members"]],
+            [f"trial {r['trial']} (stage {r['stage']})" for r in want],
+        )
+        for o, r, m in zip(ens["origin"], want, ens["members"]):
             self.assertEqual((o["num_epochs"], o["model"]), (3, "linear"))
+            self.assertEqual(o["hparams"], self.summary["ensemble"]["origin"][0]["hparams"])
             self.assertAlmostEqual(m["val_accuracy"], float(r["val_accuracy"]), places=6)
             self.assertEqual(r["order_seed"], "")  # each member drew its own minibatch order
+        self.assertLen({r["seed"] for r in want}, SIZE)  # each its own initialisation
         self.assertAlmostEqual(
             ens["gain_over_best"]["test_accuracy"],
             ens["test_accuracy"] - ens["best_member"]["test_accuracy"],
@@ -119,11 +128,11 @@ class TuneTest(parameterized.TestCase):
         origin = self.summary["ensemble"]["origin"]
         setup = sweep_stage.setup_for(sweep.setup, origin[0]["hparams"], 3)
         trials = read_trials(self.workdir)
-        seeds = [int(trials[("1", str(o["slot"]))]["seed"]) for o in origin]
+        seeds = [int(trials[(str(o["stage"]), str(o["slot"]))]["seed"]) for o in origin]
         rows = [sweep_stage.trial_hparams(sweep.hparams, o["hparams"]) for o in origin]
         state, _ = sharding.fit_trials(seeds, rows, train.to_device(sweep.dataset), setup)
         for i, o in enumerate(origin):
-            kept = tune.read_member(self.workdir, o["slot"])
+            kept = tune.read_member(self.workdir, o["stage"], o["slot"])
             params, history = kept["params"], kept["history"]
             self.assertEqual(kept["ema"], {})  # the config keeps no running average
             for name in ("W", "b"):
@@ -141,7 +150,9 @@ class TuneTest(parameterized.TestCase):
         self.assertEqual(summary["trials_run"], 0)
         self.assertEqual(summary["ensemble"]["members"], self.summary["ensemble"]["members"])
 
-    @parameterized.named_parameters(("in_the_first_stage", 2), ("after_members_were_kept", 14))
+    @parameterized.named_parameters(
+        ("in_the_first_stage", 2), ("after_members_were_kept", 14), ("in_the_replicas", 22)
+    )
     def test_resume_after_kill_9_equals_an_uninterrupted_run(self, told):
         workdir = os.path.join(self.root, f"killed_{told}")
         script = _KILLED.format(root=ROOT)
@@ -155,14 +166,22 @@ class TuneTest(parameterized.TestCase):
         )
         self.assertEqual(proc.returncode, -9, proc.stderr[-2000:])
         summary = tune.run_tune(small_config(), workdir)
-        self.assertEqual(summary["trials_run"], 20 - (told - 1))  # nothing told runs again
+        self.assertEqual(summary["trials_run"], TRIALS - (told - 1))  # nothing told runs again
         whole, resumed = read_trials(self.workdir), read_trials(workdir)
         self.assertEqual(whole.keys(), resumed.keys())
         for key, row in whole.items():
             for col in ("status", "seed", "learning_rate", "reg", "val_accuracy"):
                 self.assertEqual(resumed[key][col], row[col], (key, col))
         self.assertEqual(summary["best"]["hparams"], self.summary["best"]["hparams"])
-        self.assertEqual(summary["ensemble"]["members"], self.summary["ensemble"]["members"])
+        # A trial run again after the kill gets a new number in its stage: compare by slot.
+        def members(s):
+            e = s["ensemble"]
+            return [
+                ((o["stage"], o["slot"]), m["val_accuracy"], m["test_accuracy"])
+                for o, m in zip(e["origin"], e["members"])
+            ]
+
+        self.assertEqual(members(summary), members(self.summary))
         self.assertEqual(
             summary["ensemble"]["test_accuracy"], self.summary["ensemble"]["test_accuracy"]
         )
@@ -178,10 +197,10 @@ class TuneConfigTest(absltest.TestCase):
         mine = tune_config.add_blocks(cifar10_two_layer_sweep.get_config())
         self.assertEqual(mine.search.stages, "160x1,32x4,16x15")
 
-    def test_an_ensemble_larger_than_the_last_stage_is_refused(self):
+    def test_an_empty_ensemble_is_refused(self):
         c = small_config()
-        c.ensemble.size = 9
-        with self.assertRaisesRegex(ValueError, "ensemble.size=9 is more than the last stage's 8"):
+        c.ensemble.size = 0
+        with self.assertRaisesRegex(ValueError, "ensemble.size=0 must be >= 1"):
             tune.run_tune(c, os.path.join(tempfile.mkdtemp(), "w"))
 
 
