@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from lib import settings
 from lib.space import INTEGER, Dim, Space, from_scale, to_scale
@@ -184,3 +185,34 @@ def _allowed(name: str, value: float, setup: settings.Setup | None) -> bool:
     except ValueError:
         return False
     return True
+
+
+def next_space(
+    index: int,
+    space: Space,
+    complete: Sequence[Mapping[str, Any]],
+    top_fraction: float,
+    extend: Collection[str] = (),
+    setup: settings.Setup | None = None,
+) -> tuple[Space, dict[str, list]]:
+    """Stage ``index + 1``'s range after stage ``index`` over ``space``: ``narrow`` around
+    its ``complete`` trials' records (``space`` itself with none), and each default range
+    ``extend`` grows, logged: (space, {name: [side, new bound]})."""
+    if not complete:
+        return space, {}
+    rows, scores = [r["hparams"] for r in complete], [r["value"] for r in complete]
+    grown = border_extensions(space, rows, scores, extend, setup)
+    for name, (side, bound) in grown.items():
+        logging.info(
+            "stage %d: %s: the best trials lie at the %s border of the default range "
+            "[%.3g, %.3g]; stage %d extends it to %.3g",
+            index,
+            name,
+            side,
+            space[name].low,
+            space[name].high,
+            index + 1,
+            bound,
+        )
+    narrowed = narrow(space, rows, scores, top_fraction, extend, setup)
+    return narrowed, {name: list(value) for name, value in grown.items()}

@@ -41,7 +41,7 @@ from lib import (
 )
 from lib import study as studies
 from lib import sweep_report as report
-from lib.narrowing import narrow
+from lib.narrowing import next_space
 from lib.space import Space, check_space, space_from_config, stages_from_config
 
 SAMPLERS = tuple(samplers.SAMPLERS)  # the names search.sampler takes
@@ -247,13 +247,14 @@ def _run_stages(
     y_val = np.asarray(sweep.dataset.y_val)
     chance = (np.bincount(y_val).max() / len(y_val), len(y_val))
     space, records, stage_summaries, earlier, best = sweep.space, [], [], [], None
+    searched_space = space
     for index, (num, num_epochs) in enumerate(sweep.stages):
         interrupt.check()
         replicate = sweep.replicas and index == len(sweep.stages) - 1
         if replicate and best is None:
             break  # nothing to replicate: every trial diverged (the summary says so)
         sampler = samplers.replicas(best["hparams"]) if replicate else sweep.sampler
-        space = stage.space if replicate else space  # the best trial's own range
+        space = searched_space if replicate else space  # the best trial's own range
         stage = sweep_stage.open_stage(
             storage, sweep.study_name, index, space, num, num_epochs, sampler, sweep.seed
         )
@@ -262,26 +263,22 @@ def _run_stages(
         seconds = time.perf_counter() - t0
         records += stage_records
         earlier.append([(r["hparams"], r["value"], stage.dists) for r in stage_records])
-        stage_summaries.append(
-            report.stage_summary(  # replicas' spread is the seeds', not the space's
-                index,
-                stage.space,
-                num_epochs,
-                stage_records,
-                sweep.space,
-                sweep.setup,
-                chance,
-                borders=not replicate,
-            )
-            | {"config_epochs": len(stage_records) * num_epochs, "seconds": seconds}
+        searched = len(sweep.stages) - int(bool(sweep.replicas))  # stages that search
+        # Replicas' spread is the seeds', not the space's; a default range that a later
+        # stage extends is no border to warn of.
+        skip = stage.space if replicate else sweep.extendable if index + 1 < searched else ()
+        summary = report.stage_summary(
+            index, stage.space, num_epochs, stage_records, sweep.space, sweep.setup, chance, skip
         )
+        summary |= {"config_epochs": len(stage_records) * num_epochs, "seconds": seconds}
+        stage_summaries.append(summary)
         best = report.best_trial([*stage_records, *([best] if replicate else [])]) or best
-        ok = [r for r in stage_records if r["status"] == "complete"]
-        if index + 1 < len(sweep.stages) and ok:  # with none complete, keep the range
-            rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
-            space = narrow(
-                stage.space, rows, scores, sweep.top_fraction, sweep.extendable, sweep.setup
+        if index + 1 < searched:
+            ok = [r for r in stage_records if r["status"] == "complete"]
+            space, summary["extended"] = next_space(
+                stage.index, stage.space, ok, sweep.top_fraction, sweep.extendable, sweep.setup
             )
+        searched_space = stage.space
     return records, stage_summaries, best
 
 

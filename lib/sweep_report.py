@@ -10,7 +10,7 @@ import collections
 import csv
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from absl import logging
@@ -54,14 +54,18 @@ def stage_summary(
     configured: Space,
     setup: settings.Setup,
     chance: tuple[float, int],
-    borders: bool = True,
+    skip: Collection[str] = (),
 ) -> dict[str, Any]:
     """A stage's entry of summary.json; logs its warnings (border, nothing learned,
     everything diverged). ``chance``: the validation set's majority-class rate and size;
-    ``borders``: whether its trials' values tell about the range (not for replicas)."""
+    ``skip``: hyperparameters whose borders are not warned of."""
     ok = [r for r in records if r["status"] == "complete"]
     rows, scores = [r["hparams"] for r in ok], [r["value"] for r in ok]
-    warnings = border_warnings(space, rows, scores, setup, configured=configured) if borders else []
+    warnings = [
+        w
+        for w in border_warnings(space, rows, scores, setup, configured=configured)
+        if w.split(":")[0] not in skip
+    ]
     warnings += nothing_learned(records, *chance, configured)
     warnings = [f"stage {index}: {w}" for w in warnings]
     for w in warnings:

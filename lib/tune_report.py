@@ -48,6 +48,12 @@ def _searched(summary: dict[str, Any]) -> list[str]:
     lines += ["", "How stage 0's ranges were set:", ""]
     lines += [f"- `{n}`: {how}" for n, how in sorted(summary["space_notes"].items())]
     lines += [
+        f"- stage {i + 1} extended the default range of `{name}` past its {side} border to "
+        f"{bound:.3g} (stage {i}'s best trials sat there)"
+        for i, st in enumerate(stages)
+        for name, (side, bound) in sorted(st.get("extended", {}).items())
+    ]
+    lines += [
         "",
         (
             f"{summary['config_epochs']} configuration-epochs in all; the whole job took "

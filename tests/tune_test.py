@@ -14,6 +14,7 @@ from absl.testing import absltest, parameterized
 
 from configs import tune as tune_config
 from lib import metrics, model, search, sharding, sweep_stage, train, tune
+from lib.space import Dim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = "12x1,8x3"  # 12 one-epoch trials, 8 of 3 epochs; then 3 replicas of the best
@@ -173,6 +174,7 @@ class TuneTest(parameterized.TestCase):
             for col in ("status", "seed", "learning_rate", "reg", "val_accuracy"):
                 self.assertEqual(resumed[key][col], row[col], (key, col))
         self.assertEqual(summary["best"]["hparams"], self.summary["best"]["hparams"])
+
         # A trial run again after the kill gets a new number in its stage: compare by slot.
         def members(s):
             e = s["ensemble"]
@@ -185,6 +187,37 @@ class TuneTest(parameterized.TestCase):
         self.assertEqual(
             summary["ensemble"]["test_accuracy"], self.summary["ensemble"]["test_accuracy"]
         )
+
+
+class DefaultRangeTest(absltest.TestCase):
+    def test_a_default_range_extends_past_the_border_its_best_touch(self):
+        """A default learning-rate range far too low: the next stage's range reaches past
+        its high border (and says so) instead of only warning; a configured one would not."""
+        low = {"learning_rate": Dim(1e-5, 1e-4, "log"), "reg": Dim(1e-6, 1e-5, "log")}
+
+        def plan(configured, stages, dataset, setup, hparams):
+            return {**low, **configured}, stages, tuple(n for n in low if n not in configured)
+
+        c = small_config()
+        c.search.stages = "8x1,4x1"
+        c.search.trials_per_batch = 8
+        workdir = os.path.join(tempfile.mkdtemp(prefix="tune_test_"), "w")
+        sweep = search.read_sweep(c, search.Defaults(plan=plan))
+        summary, _ = search.run_sweep(sweep, workdir)
+        first, second = summary["stages"]
+        side, bound = first["extended"]["learning_rate"]
+        self.assertEqual(side, "high")
+        self.assertAlmostEqual(np.log10(bound), -3.5, 6)  # half the range's width past it
+        self.assertEqual(second["space"]["learning_rate"]["high"], bound)
+        self.assertFalse([w for w in first["border_warnings"] if "learning_rate" in w])
+        # The same range configured: kept as given, with the border warning.
+        c.search.space = {"learning_rate": {"low": 1e-5, "high": 1e-4, "scale": "log"}}
+        sweep = search.read_sweep(c, search.Defaults(plan=plan))
+        summary, _ = search.run_sweep(sweep, workdir + "_configured")
+        first, second = summary["stages"]
+        self.assertNotIn("learning_rate", first["extended"])
+        self.assertEqual(second["space"]["learning_rate"]["high"], 1e-4)
+        self.assertTrue([w for w in first["border_warnings"] if "learning_rate" in w])
 
 
 class TuneConfigTest(absltest.TestCase):
