@@ -50,6 +50,8 @@ _RESUMABLE_CHANGES = (
     "search.num_trials",
     "search.trials_per_batch",
     "search.tpe_startup",
+    "search.heartbeat_interval",  # how a dead worker is noticed, not what a trial computes
+    "search.grace_period",
     *settings.DEVICE_SPLITS,  # (False, or absent from a sweep written before they existed)
 )
 
@@ -127,6 +129,7 @@ class Sweep(NamedTuple):
     tpe_startup: int
     study_name: str
     storage: str | None  # an RDB URL; None: <workdir>/study.journal
+    heartbeat: tuple[int, int]  # search.heartbeat_interval, search.grace_period (RDB storage)
     dataset: data.Dataset
     setup: settings.Setup
     hparams: dict[str, float]
@@ -194,6 +197,7 @@ def read_sweep(config: Any, defaults: Defaults | None = None) -> Sweep:
         tpe_startup=int(s.get("tpe_startup", 10)),
         study_name=s.study_name,
         storage=s.get("storage"),
+        heartbeat=studies.heartbeat_from_config(s),
         dataset=dataset,
         setup=setup,
         hparams=hparams,
@@ -210,14 +214,14 @@ def _open_study(sweep: Sweep, workdir: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if sweep.storage or os.path.exists(os.path.join(workdir, "study.journal")):
         studies.check_stages(
-            studies.open_storage(sweep.storage, workdir),
+            studies.open_storage(sweep.storage, workdir, sweep.heartbeat),
             sweep.study_name,
             sweep.stages,
             sweep.sampler,
         )
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json(os.path.join(workdir, "config.json"), sweep.config_dict)
-    return studies.open_storage(sweep.storage, workdir)
+    return studies.open_storage(sweep.storage, workdir, sweep.heartbeat)
 
 
 def _trainer(sweep: Sweep, callback, keep=None) -> sweep_stage.Trainer:
