@@ -6,6 +6,9 @@ r"""Linear softmax classifier on MNIST (the four IDX files, gzipped or not).
 The folder holds train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
 t10k-labels-idx1-ubyte (each optionally .gz). A linear softmax classifier reaches about 0.92 test
 accuracy on MNIST; not run here (no MNIST on the development machine).
+
+The values are a starting point for ``python -m experiments.tune --config=configs/mnist_softmax.py
+--config.dataset.data_dir=...``, which searches them from ranges derived from the data.
 """
 
 from configs import common

@@ -1,20 +1,20 @@
 """From a training config to a tuned, ensembled model in one job: ``run_tune(config, workdir)``.
 
-The notes' workflow (search coarse to fine, take the best, ensemble the top models) as one
-resumable sweep whose last stage trains the final models:
+The notes' workflow (search coarse to fine, take the best, ensemble) as one resumable sweep
+whose last stages train the final models:
 
-1. ``lib.search`` runs the stages, with a default space and stages derived from the data
-   and the run wherever the config's ``search`` block is silent (``lib.autospace``; a
+1. ``lib.search`` runs the search stages, with a default space and stages derived from the
+   data and the run wherever the config's ``search`` block is silent (``lib.autospace``; a
    default range grows past a border its best trials touch, a configured one stays as
-   given). The last stage trains every trial for the config's own epochs, each with its own
-   minibatch order (so the members err apart), and every complete trial's parameters and
-   curves are written to ``members/`` before the study counts it finished
-   (``keep_members``): nothing is trained twice, and a rerun after ``kill -9`` goes on from
-   the last told batch.
-2. The best model is the search's best trial (its test accuracy, ``best_params/``,
-   ``best_hparams.json`` with the flags that retrain it).
-3. The ensemble is the last stage's top ``ensemble.size`` complete trials, read back from
-   ``members/`` and evaluated as ``lib.ensemble`` evaluates any members.
+   given). The last search stage trains its trials for the config's own epochs.
+2. A last stage trains ``ensemble.size - 1`` replicas of that stage's best trial: its
+   hyperparameters, new seeds. Both stages draw each trial's own minibatch order (so the
+   members err apart), and every complete trial's weights, curves and weight average are
+   written to ``members/`` before the study counts it finished (``keep_members``): nothing
+   is trained twice, and a rerun after ``kill -9`` goes on from the last told batch.
+3. The best model is the best of the best trial and its replicas (``best_params/``,
+   ``best_hparams.json`` with the flags that retrain it); the ensemble is all of them, read
+   back from ``members/`` and evaluated as ``lib.ensemble`` evaluates any members.
 
 Writes the sweep's files (config.json, study.journal, trials.csv, search.png,
 best_hparams.json, best_params/), ``members/``, curves.png and the weight figure of the best

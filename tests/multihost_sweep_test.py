@@ -140,7 +140,7 @@ class MultiProcessSweepTest(multihost.ProcessTestCase):
                     "error: experiments.gradcheck does not run multi-process yet; launch it as "
                     "one process (unset SCORELAB_NUM_PROCESSES / run outside srun, or set "
                     "SCORELAB_NUM_PROCESSES=1); multi-process: experiments.sweep, "
-                    "experiments.train, experiments.ensemble"
+                    "experiments.train, experiments.ensemble, experiments.tune"
                 )
             ],
         )
