@@ -23,12 +23,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from typing import Any, Iterator, Optional, Union
+from collections.abc import Iterator
+from typing import Any
 
-from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 @contextlib.contextmanager
@@ -44,7 +45,7 @@ def _quiet() -> Iterator[None]:
 
 @contextlib.contextmanager
 def manager(
-    directory: str, create: bool = True, keep: Optional[int] = None, solo: bool = False
+    directory: str, create: bool = True, keep: int | None = None, solo: bool = False
 ) -> Iterator[ocp.CheckpointManager]:
     """An open orbax CheckpointManager for ``directory``; reuse it for many saves.
 
@@ -119,7 +120,7 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}"
 
 
-def _unreadable(directory: str, step: int) -> Optional[str]:
+def _unreadable(directory: str, step: int) -> str | None:
     """Why checkpoint ``step`` cannot be read (its metadata and every array, as host numpy
     arrays: no devices involved), or None when it can."""
     options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
@@ -146,9 +147,7 @@ def _move_aside(directory: str, step: int) -> str:
     return target
 
 
-def save(
-    target: Union[str, ocp.CheckpointManager], step: int, tree: Any, solo: bool = False
-) -> None:
+def save(target: str | ocp.CheckpointManager, step: int, tree: Any, solo: bool = False) -> None:
     """Saves ``tree`` as checkpoint ``step`` unless that step is already saved.
 
     Args:
@@ -172,9 +171,7 @@ def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
 
-def restore(
-    directory: str, step: Optional[int] = None, like: Any = None, solo: bool = False
-) -> Any:
+def restore(directory: str, step: int | None = None, like: Any = None, solo: bool = False) -> Any:
     """Restores checkpoint ``step`` (default: the latest).
 
     Args:

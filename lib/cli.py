@@ -26,11 +26,12 @@ import os
 import re
 import runpy
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from absl import app, flags, logging
 import jax
 import ml_collections
+from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_impl
 
@@ -84,9 +85,7 @@ def _config_file(argv: list[str]) -> str | None:
     return None
 
 
-def _config_error(
-    error: Exception, argv: list[str], config_file: str | None, extend=None
-) -> None:
+def _config_error(error: Exception, argv: list[str], config_file: str | None, extend=None) -> None:
     """Exits with one line for an error raised while a config and its overrides were read."""
     if isinstance(error, (AttributeError, KeyError)):
         path = _config_file(argv) or config_file
@@ -180,9 +179,7 @@ def _parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -
     except flags.Error as e:
         _fail(f"{e}; pass --helpfull to see the flags")
     except CONFIG_ERRORS as e:
-        _config_error(
-            e, argv, _default_config_file(flag_values), _EXTEND.get(id(flag_values))
-        )
+        _config_error(e, argv, _default_config_file(flag_values), _EXTEND.get(id(flag_values)))
     return []  # not reached
 
 

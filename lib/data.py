@@ -21,19 +21,14 @@ Data sets (``DATASETS``):
 
 * ``digits``  -- scikit-learn's bundled 8x8 digits (1797 images, pixels 0..16),
   stratified 60/20/20 split drawn from ``seed``; ``image_shape=(8, 8)``.
-* ``cifar10`` -- the "CIFAR-10 python version" folder (``cifar-10-batches-py``).
-  The files store each image channel-major (1024 red, 1024 green, 1024 blue,
-  each row-major 32x32); we convert to HWC as the course code does, so a row of
-  ``x`` is ``image.reshape(-1)`` of an image of ``image_shape=(32, 32, 3)``.
-  Train = first ``n - num_val`` training rows, val = last ``num_val``;
-  ``num_val`` defaults to ``max(1, min(1000, n // 10))`` (1000 for the real
-  50000). The batches are pickles, read without running code (lib/data_files.py).
-* ``mnist``   -- the four IDX files (optionally ``.gz``); val = last ``num_val``
-  training rows, default ``max(1, min(5000, n // 10))`` (5000 for the real 60000);
-  ``image_shape=(rows, cols)`` from the file header, (28, 28) for real MNIST.
-* ``spiral``  -- the notes' 2-D three-class spiral; 100 points per class in
-  each split (val: ``num_val`` points), each split its own draw from its own
-  sub-key of ``seed``, shuffled (so ``num_train`` keeps every class).
+* ``cifar10`` -- the "CIFAR-10 python version" folder (``cifar-10-batches-py``); images
+  stored channel-major become HWC rows, as the course code does (``image_shape=(32, 32,
+  3)``). Val = the last ``num_val`` training rows, default ``max(1, min(1000, n // 10))``.
+  The batches are pickles, read without running code (lib/data_files.py).
+* ``mnist``   -- the four IDX files (optionally ``.gz``); val = the last ``num_val``
+  training rows, default ``max(1, min(5000, n // 10))``; ``image_shape`` from the header.
+* ``spiral``  -- the notes' 2-D three-class spiral; 100 points per class in each split
+  (val: ``num_val``), each split its own draw from ``seed``, shuffled.
 * ``npz``     -- your own arrays: ``data_dir`` is a ``.npz`` file, or a folder
   holding exactly one ``.npz`` file, with ``x_train``, ``y_train`` and
   optionally ``x_val``/``y_val``, ``x_test``/``y_test`` (split off ``x_train``,
@@ -265,8 +260,16 @@ def load(
         )
     data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
     raw = reader.read(data_formats.Request(data_dir, seed, num_val, check_arrays))
-    kwargs = dict(num_train=num_train, center=center, scale=scale, label_values=raw.label_values)
-    return from_splits(name, raw.splits, raw.class_names, raw.image_shape, **kwargs)
+    return from_splits(
+        name,
+        raw.splits,
+        raw.class_names,
+        raw.image_shape,
+        num_train=num_train,
+        center=center,
+        scale=scale,
+        label_values=raw.label_values,
+    )
 
 
 def from_splits(

@@ -246,6 +246,6 @@ def read_npz_arrays(path: str) -> tuple[str, dict[str, np.ndarray]]:
             f"{path} is not a readable .npz archive ({one_line(e)}); {resave}"
         ) from None
     for k, v in arrays.items():
-        if not isinstance(v, np.ndarray):
-            raise ValueError(f"{path}: member {k!r} is not a numpy array; {resave}")
+        if not isinstance(v, np.ndarray):  # bad input: every broken file is a ValueError
+            raise ValueError(f"{path}: member {k!r} is not a numpy array; {resave}")  # noqa: TRY004
     return path, arrays

@@ -14,7 +14,7 @@ arrays before splitting them (npz) gets ``data.check_arrays`` in its `Request`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -24,7 +24,7 @@ from sklearn import datasets as sk_datasets
 from sklearn import model_selection
 
 from lib import data_files
-from lib.data_files import read_idx  # noqa: F401  (re-exported: data_formats' API before)
+from lib.data_files import read_idx
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 MNIST_URL = "http://yann.lecun.com/exdb/mnist/ (or a mirror of the MNIST database)"

@@ -13,7 +13,8 @@ permutation (``fold_in(key, epoch)``); the host reads the metrics once per epoch
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -307,8 +308,8 @@ def to_device(
     if mesh is None:
         return jax.device_put(Data(x_train, ds.y_train, ds.x_val, ds.y_val))
 
-    def place(a, spec=PartitionSpec()):
-        return distributed.global_array(a, mesh, spec)
+    def place(a, spec=None):
+        return distributed.global_array(a, mesh, PartitionSpec() if spec is None else spec)
 
     rows = PartitionSpec(rows_axis)  # PartitionSpec(None): replicated
     if isinstance(x_train, data.Pixels):

@@ -8,7 +8,8 @@ range-checked only when they are concrete (not traced).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,16 +18,16 @@ import numpy as np
 from lib.types import Array, Params, Scalar
 
 __all__ = [
-    "check_scores_and_labels",
-    "softmax_cross_entropy",
-    "multiclass_hinge",
-    "l2_penalty",
-    "accuracy",
     "LOSSES",
     "Loss",
-    "loss",
-    "get",
+    "accuracy",
+    "check_scores_and_labels",
     "data_loss",
+    "get",
+    "l2_penalty",
+    "loss",
+    "multiclass_hinge",
+    "softmax_cross_entropy",
 ]
 
 

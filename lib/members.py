@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh
 
 from lib import checkpoints, data, distributed, settings, sharding, sweep_report, train

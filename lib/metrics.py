@@ -7,10 +7,11 @@ import json
 import math
 import os
 import tempfile
-from typing import Any, Iterable, Iterator, TextIO
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
 
-from absl import logging
 import numpy as np
+from absl import logging
 
 
 def to_json(value: Any) -> Any:

@@ -10,7 +10,8 @@ Every score function is pure and jittable; the shape checks below look only at
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,20 +20,20 @@ import numpy as np
 from lib.types import Array, Params, PRNGKey, Scalar
 
 __all__ = [
-    "init_linear",
-    "linear",
+    "MODELS",
+    "PRECISION",
+    "Model",
     "affine",
     "check_params",
-    "init_two_layer",
-    "two_layer",
     "dropout_mask",
-    "sigmoid_neuron",
-    "MODELS",
-    "Model",
-    "model",
-    "PRECISION",
     "get",
     "get_init",
+    "init_linear",
+    "init_two_layer",
+    "linear",
+    "model",
+    "sigmoid_neuron",
+    "two_layer",
 ]
 
 

@@ -187,7 +187,7 @@ def _parse(name: str, value: str) -> Any:
     if name in _STR_FIELDS:
         return value
     number = float(value)
-    return int(round(number)) if name in _INT_FIELDS else number
+    return round(number) if name in _INT_FIELDS else number
 
 
 def read_trials(search_dir: str) -> list[dict[str, Any]]:

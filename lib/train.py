@@ -14,14 +14,14 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lib import checkpoints, data, distributed, interrupt, metrics, plots, scores, settings

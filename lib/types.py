@@ -1,12 +1,13 @@
 """Type aliases shared by every module."""
 
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
 Array = jax.Array
 PRNGKey = jax.Array  # a typed key from ``jax.random.key(seed)``
 Params = Any  # a pytree of arrays, e.g. {"W": (K, D), "b": (K,)}
-Scalar = Union[float, int, jax.Array]
+Scalar = float | int | jax.Array
 Schedule = Callable[[Array], Array]  # step (int) -> learning rate
-ScalarOrSchedule = Union[Scalar, Schedule]
+ScalarOrSchedule = Scalar | Schedule

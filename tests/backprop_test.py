@@ -1,12 +1,11 @@
 """Tests for lib.backprop: the notes' circuit, agreement with jax.grad and with
 numpy finite differences in float64, jit with traced hyperparameters, bad input."""
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from lib import backprop, losses, scores
 
@@ -18,7 +17,7 @@ HIDDEN = 6
 
 def _cases():
     return [
-        dict(testcase_name=f"n{n}_d{d}_k{k}_reg{reg}", shape=(n, d, k), reg=reg)
+        {"testcase_name": f"n{n}_d{d}_k{k}_reg{reg}", "shape": (n, d, k), "reg": reg}
         for n, d, k in SHAPES
         for reg in REGS
     ]

@@ -9,11 +9,12 @@ import os
 import subprocess
 import sys
 
-from absl.testing import absltest, parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from absl.testing import absltest, parameterized
 
 from experiments import benchmarks
 from experiments.benchmarks import numpy_trainer, timing
@@ -194,7 +195,7 @@ class SameComputationTest(parameterized.TestCase):
         chex.assert_trees_all_close(got, jax.device_get(state.params), rtol=1e-5, atol=1e-6)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_epoch(setup):
     return jax.jit(functools.partial(train.train_epoch, setup=setup))
 
@@ -257,6 +258,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 class EndToEndTest(parameterized.TestCase):
     def _bench(self, workload, *flags):
         """Runs the bench on the TINY shapes; returns (stdout, the JSON result of its last line)."""

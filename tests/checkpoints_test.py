@@ -8,9 +8,9 @@ import os
 import shutil
 import tempfile
 
-from absl.testing import absltest
 import jax
 import numpy as np
+from absl.testing import absltest
 
 from lib import checkpoints, metrics
 from tests.cli_test import run_in_process

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 from absl import flags
 from absl.testing import absltest
 
@@ -150,6 +151,7 @@ class CommandLineTest(absltest.TestCase):
         status, stderr = run_in_process("experiments.gradcheck", ["--config.model.name=linear"])
         self.assert_one_line(status, stderr, "pass --config=configs/<name>.py", "/nonexistent")
 
+    @pytest.mark.slow
     def test_exit_status_2_from_the_command_line(self):
         # One process per experiment, started together: the real exit status and stderr.
         cases = {

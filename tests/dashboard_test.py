@@ -15,11 +15,15 @@ import unittest
 import urllib.error
 import urllib.request
 
+import pytest
 from absl.testing import absltest
 
 from configs import digits_sweep
 from lib import search
 from tests.distributed_test import clean_env, free_port
+
+pytestmark = pytest.mark.slow  # whole experiments in several processes
+
 
 WAIT_S = 60  # for the dashboard to answer
 

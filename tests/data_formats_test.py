@@ -11,11 +11,10 @@ import shutil
 import signal
 import tempfile
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import hypothesis
-from hypothesis import strategies as st
 import numpy as np
+from absl.testing import absltest, parameterized
+from hypothesis import strategies as st
 
 from lib import data, data_files
 from tests.cli_test import run_in_process
@@ -201,23 +200,23 @@ class BrokenFilesTest(parameterized.TestCase):
         self.assert_refused("npz", path, path, "fails its checksum")
 
     @parameterized.named_parameters(
-        ("nan", dict(x_train=np.array([[0.0], [np.nan]] * 5)), "x_train holds 5 NaN/inf"),
-        ("inf", dict(x_test=np.array([[np.inf]] * 4)), "x_test holds 4 NaN/inf"),
-        ("lengths", dict(y_train=np.arange(9) % 2), "x_train has 10 rows but y_train has 9"),
-        ("x_1d", dict(x_train=np.zeros(10)), "x_train has shape (10,)"),
-        ("y_2d", dict(y_train=np.zeros((10, 2), int)), "y_train has shape (10, 2)"),
-        ("fractions", dict(y_train=np.arange(10) / 2), "not whole numbers (e.g. 0.5)"),
-        ("nan_labels", dict(y_train=np.array([0.0, np.nan] * 5)), "not whole numbers"),
-        ("text_x", dict(x_train=np.array([["a"]] * 10)), "x_train has dtype <U1"),
-        ("complex_y", dict(y_train=np.ones(10, complex)), "labels must be integers or str"),
-        ("unseen", dict(y_test=np.array([0, 1, 7, 9])), "labels [7, 9] that never occur"),
-        ("names", dict(class_names=np.array(["a"])), "class_names (1 names) the labels"),
-        ("mixed", dict(y_test=np.array(["a", "b", "a", "b"])), "strings, others numbers"),
-        ("half_split", dict(x_val=np.zeros((2, 3))), "only one of x_val/y_val"),
-        ("no_y", dict(y_train=None), "lacks 'y_train'"),
+        ("nan", {"x_train": np.array([[0.0], [np.nan]] * 5)}, "x_train holds 5 NaN/inf"),
+        ("inf", {"x_test": np.array([[np.inf]] * 4)}, "x_test holds 4 NaN/inf"),
+        ("lengths", {"y_train": np.arange(9) % 2}, "x_train has 10 rows but y_train has 9"),
+        ("x_1d", {"x_train": np.zeros(10)}, "x_train has shape (10,)"),
+        ("y_2d", {"y_train": np.zeros((10, 2), int)}, "y_train has shape (10, 2)"),
+        ("fractions", {"y_train": np.arange(10) / 2}, "not whole numbers (e.g. 0.5)"),
+        ("nan_labels", {"y_train": np.array([0.0, np.nan] * 5)}, "not whole numbers"),
+        ("text_x", {"x_train": np.array([["a"]] * 10)}, "x_train has dtype <U1"),
+        ("complex_y", {"y_train": np.ones(10, complex)}, "labels must be integers or str"),
+        ("unseen", {"y_test": np.array([0, 1, 7, 9])}, "labels [7, 9] that never occur"),
+        ("names", {"class_names": np.array(["a"])}, "class_names (1 names) the labels"),
+        ("mixed", {"y_test": np.array(["a", "b", "a", "b"])}, "strings, others numbers"),
+        ("half_split", {"x_val": np.zeros((2, 3))}, "only one of x_val/y_val"),
+        ("no_y", {"y_train": None}, "lacks 'y_train'"),
     )
     def test_npz_arrays(self, change, said):
-        arrays = dict(x_train=np.zeros((10, 1)), y_train=np.arange(10) % 2)
+        arrays = {"x_train": np.zeros((10, 1)), "y_train": np.arange(10) % 2}
         arrays.update(x_test=np.zeros((4, 1)), y_test=np.array([0, 1, 0, 1]))
         arrays.update(change)
         path = os.path.join(_tmpdir(self), "mine.npz")
@@ -258,9 +257,9 @@ class CommandLineTest(absltest.TestCase):
         folder = _tmpdir(self)
         x = np.random.default_rng(0).normal(size=(40, 3))
         cases = {
-            "not whole numbers": (dict(x_train=x, y_train=np.arange(40) % 3 + 0.5), ()),
+            "not whole numbers": ({"x_train": x, "y_train": np.arange(40) % 3 + 0.5}, ()),
             "larger than the 8 training": (
-                dict(x_train=x[:12], y_train=np.arange(12) % 2),
+                {"x_train": x[:12], "y_train": np.arange(12) % 2},
                 ("--config.train.batch_size=30",),
             ),
         }
@@ -277,7 +276,7 @@ class CommandLineTest(absltest.TestCase):
         rng = np.random.default_rng(0)
         y = np.arange(60) % 3 + 1.0  # 1.0, 2.0, 3.0: the wine data set's labels
         x = rng.normal(size=(60, 4)) + y[:, None]
-        status, stderr, workdir = self.run_train(folder, dict(x_train=x, y_train=y))
+        status, stderr, workdir = self.run_train(folder, {"x_train": x, "y_train": y})
         self.assertIn(status, (0, None), stderr)
         with open(os.path.join(workdir, "summary.json")) as f:
             summary = json.load(f)

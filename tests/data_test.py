@@ -8,12 +8,11 @@ import tempfile
 import tracemalloc
 from unittest import mock
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 from sklearn import datasets as sk_datasets
 
 from lib import data, data_formats
@@ -258,9 +257,7 @@ class Cifar10Test(TmpDirTestCase):
     )
     def test_read_back(self, bytes_keys, python2):
         folder = self.tmpdir()
-        (x_raw, y_raw), (xt_raw, yt_raw) = write_cifar(
-            folder, bytes_keys=bytes_keys, python2=python2
-        )
+        (_, y_raw), (xt_raw, yt_raw) = write_cifar(folder, bytes_keys=bytes_keys, python2=python2)
         ds = data.load("cifar10", folder, center=False)
         self.assertEqual(ds.class_names, CIFAR_NAMES)
         self.assertEqual(ds.image_shape, (32, 32, 3))

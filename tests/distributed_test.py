@@ -17,6 +17,7 @@ from unittest import mock
 
 import jax
 import numpy as np
+import pytest
 from absl.testing import absltest
 from jax.sharding import PartitionSpec
 
@@ -158,6 +159,7 @@ def scorelab_env(process: int, port: int) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 class TwoProcessTest(absltest.TestCase):
     """Real ``jax.distributed`` runs: each process a fresh interpreter on the CPU."""
 

@@ -7,12 +7,11 @@ files share one compiled vmapped ``fit``.
 import os
 import tempfile
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from lib import ensemble, members, scores, settings
 from tests.members_test import np_softmax, shrunk_config

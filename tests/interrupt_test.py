@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 from absl.testing import absltest
 
 from configs import digits_softmax, digits_sweep
@@ -75,6 +76,7 @@ class DeferredTest(absltest.TestCase):
         self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
 
 
+@pytest.mark.slow
 class StopAndResumeTest(absltest.TestCase):
     def assertStoppedCleanly(self, status, stderr, expected):
         self.assertEqual(status, expected, stderr[-3000:])

@@ -1,12 +1,11 @@
 """Tests for lib.losses: hand-computed values, numpy/optax transcriptions, bad input."""
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl.testing import absltest, parameterized
 
 from lib import losses
 

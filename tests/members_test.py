@@ -12,13 +12,12 @@ import functools
 import os
 import tempfile
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from configs import digits_ensemble, digits_sweep
 from lib import checkpoints, ensemble, members, search, settings, sharding, train

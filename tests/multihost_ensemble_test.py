@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 
+import pytest
 from absl.testing import absltest
 
 from tests import multihost
@@ -17,6 +18,9 @@ from tests.distributed_test import free_port, scorelab_env
 # A small ensemble: 3 linear members (padded to 4 lanes) with a running average (source
 # ema: the seeds' fit, plus the raw weights' evaluation), 2 epochs; 359 training rows, as
 # many as the validation and test sets have, so that every split shares one compiled scoring.
+pytestmark = pytest.mark.slow  # whole experiments in several processes
+
+
 FLAGS = (
     "--config.dataset.num_train=359",
     "--config.ensemble.source=ema",

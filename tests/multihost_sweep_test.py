@@ -12,12 +12,16 @@ import os
 import subprocess
 import time
 
+import pytest
 from absl.testing import absltest
 
 from tests import multihost
 from tests.distributed_test import free_port, scorelab_env, slurm_env
 
 # A small digits sweep: 3 batches of 4 trials over 2 stages, then the best trial's test.
+pytestmark = pytest.mark.slow  # whole experiments in several processes
+
+
 SWEEP_FLAGS = (
     "--config.search.stages=8x1,4x2",
     "--config.search.trials_per_batch=4",

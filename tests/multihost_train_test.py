@@ -9,6 +9,7 @@ import os
 import signal
 
 import numpy as np
+import pytest
 from absl.testing import absltest
 
 from tests import multihost
@@ -16,6 +17,9 @@ from tests.distributed_test import free_port, scorelab_env
 
 # Digits softmax, 60 short epochs (about 0.2 s each as two processes): time to signal one;
 # 1076 training rows and 52 a batch, so that the 4 devices split both evenly.
+pytestmark = pytest.mark.slow  # whole experiments in several processes
+
+
 FLAGS = (
     "--config=configs/digits_softmax.py",
     "--config.dataset.num_train=1076",

@@ -18,6 +18,7 @@ import unittest
 import uuid
 
 import optuna
+import pytest
 import sqlalchemy
 from absl.testing import absltest
 from optuna.trial import TrialState
@@ -25,6 +26,9 @@ from optuna.trial import TrialState
 from lib import study
 from tests import multihost
 from tests.distributed_test import clean_env
+
+pytestmark = pytest.mark.slow  # whole experiments in several processes
+
 
 ENV_URL = "SCORELAB_TEST_POSTGRES"
 # 3 batches of 4 trials in stage 0, one in stage 1, then the best trial's test.

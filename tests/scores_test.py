@@ -1,11 +1,10 @@
 """Tests for lib.scores: shapes, inits, numpy transcriptions, dropout, bad input, precision."""
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from lib import backprop, ensemble, scores, settings, train
 

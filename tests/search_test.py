@@ -14,6 +14,7 @@ from unittest import mock
 
 import numpy as np
 import optuna
+import pytest
 from absl.testing import absltest, parameterized
 
 from configs import digits_sweep
@@ -186,7 +187,8 @@ class RunSearchTest(absltest.TestCase):
         self.assertTrue(
             any(
                 re.search(
-                    r"stage 0 \(1 of 1\): 4/4 trials done .*best val acc 0\.\d+, \d+s elapsed, ETA 0s", line
+                    r"stage 0 \(1 of 1\): 4/4 trials done .*best val acc 0\.\d+, \d+s elapsed, ETA 0s",
+                    line,
                 )
                 for line in logs.output
             ),
@@ -315,7 +317,7 @@ class TpeAcrossStagesTest(absltest.TestCase):
         # sweep's later stages were random start-ups: as far off as random search.)
         distances = {"tpe": [], "random": []}
         for seed in range(4):
-            for sampler in distances:
+            for sampler in distances:  # noqa: PLC0206 (appends to distances[sampler] below)
                 workdir = tempfile.mkdtemp()
                 config = _sweep_config(sampler=sampler, seed=seed, stages="24x1,8x1,8x1")
                 config.search.top_fraction = 0.5
@@ -341,6 +343,7 @@ class TpeAcrossStagesTest(absltest.TestCase):
         self.assertLess(tpe.mean(), 0.8 * rand.mean(), distances)
 
 
+@pytest.mark.slow
 class SharedStudyTest(absltest.TestCase):
     def test_two_processes_per_storage_run_every_slot_once_with_one_process_best(self):
         # Two processes on one journal study and two on one SQLite study, all at once: each

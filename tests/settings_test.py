@@ -7,10 +7,9 @@ import importlib
 import inspect
 import os
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import jax
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from lib import settings, space, train, updates
 

@@ -10,6 +10,7 @@ import sys
 import chex
 import jax
 import numpy as np
+import pytest
 from absl.testing import absltest
 
 from lib import data, settings, sharding, train
@@ -112,6 +113,7 @@ class ShardingTest(absltest.TestCase):
         with self.assertRaisesRegex(ValueError, "num_trials >= 1"):
             sharding.padded_size(0, 4)
 
+    @pytest.mark.slow
     def test_four_forced_cpu_devices_equal_one_device(self):
         script = (
             "import json, jax, numpy as np\n"

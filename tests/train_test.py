@@ -1,8 +1,8 @@
 """End-to-end tests of lib/train.py: every config shrunk, resume, determinism, bad input."""
 
 import glob
-import json
 import importlib
+import json
 import os
 import shutil
 import signal
@@ -11,12 +11,12 @@ import sys
 import tempfile
 from unittest import mock
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from absl.testing import absltest, parameterized
 
 from lib import checkpoints, data, epoch, interrupt, metrics, settings, train
 from tests.fixtures import write_cifar, write_mnist
@@ -328,6 +328,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 class DataParallelTest(absltest.TestCase):
     def test_four_devices_train_as_one_with_the_rows_split_or_not(self):
         env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
@@ -459,13 +460,15 @@ class BadInputTest(TmpTestCase):
                 r"--config.dataset.num_train to a multiple of 5",
             ):
                 train.check_data_parallel(sharded)
-        with mock.patch.object(jax, "device_count", return_value=3):
-            with self.assertRaisesRegex(
+        with (
+            mock.patch.object(jax, "device_count", return_value=3),
+            self.assertRaisesRegex(
                 ValueError,
                 r"batch_size=50 evenly over the 3 devices: set --config.train.batch_size to a "
                 r"multiple of 3",
-            ):
-                train.check_data_parallel(parallel)
+            ),
+        ):
+            train.check_data_parallel(parallel)
         with self.assertRaisesRegex(ValueError, r"--config.train.data_parallel=True too"):
             train.check_data_parallel(run._replace(shard_data=True))
 
@@ -529,7 +532,7 @@ class FitTest(parameterized.TestCase):
         super().setUpClass()
         ds = data.load("digits", scale=1 / 16, num_train=200)
         cls.data = train.to_device(ds)
-        cls.dims = dict(num_features=ds.num_features, num_classes=ds.num_classes)
+        cls.dims = {"num_features": ds.num_features, "num_classes": ds.num_classes}
 
     @parameterized.product(
         optimizer=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "lbfgs", "newton"),
@@ -704,6 +707,7 @@ class RegistryTest(TmpTestCase):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         out = subprocess.run(
             [sys.executable, "-c", _SIGN_SGD, *flags],
+            check=False,
             cwd=root,
             capture_output=True,
             text=True,

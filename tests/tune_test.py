@@ -10,6 +10,7 @@ import tempfile
 import textwrap
 
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from configs import tune as tune_config
@@ -58,6 +59,7 @@ _KILLED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 class TuneTest(parameterized.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -97,8 +99,8 @@ class TuneTest(parameterized.TestCase):
         its replicas (its hyperparameters, other seeds), as the summary names them, each
         with its model, epochs and origin."""
         trials = read_trials(self.workdir)
-        rank = lambda r: (-float(r["val_accuracy"]), r["stage"], int(r["slot"]))  # noqa: E731
-        searched = sorted((r for (st, _), r in trials.items() if st == "1"), key=rank)[0]
+        rank = lambda r: (-float(r["val_accuracy"]), r["stage"], int(r["slot"]))
+        searched = min((r for (st, _), r in trials.items() if st == "1"), key=rank)
         replicas = [r for (st, _), r in trials.items() if st == "2"]
         self.assertLen(replicas, SIZE - 1)
         want = sorted([searched, *replicas], key=rank)

@@ -23,7 +23,7 @@ _, UNRAVEL = ravel_pytree({"W": jnp.zeros((2, 2)), "b": jnp.zeros(3)})
 PARAMS0 = UNRAVEL(jnp.asarray(X0_NP, jnp.float32))
 
 
-def UNRAVEL64(x):  # noqa: N802 (a function like UNRAVEL, for float64 vectors)
+def UNRAVEL64(x):
     """Float64 vector -> the two-leaf pytree (``UNRAVEL`` casts to float32)."""
     return {"W": x[:4].reshape(2, 2), "b": x[4:]}
 
@@ -187,7 +187,7 @@ SCHEDULE_CASES = {
     ),
 }
 
-TOL = dict(rtol=1e-4, atol=1e-4)
+TOL = {"rtol": 1e-4, "atol": 1e-4}
 
 
 class RulesAgainstNumpyTest(parameterized.TestCase):
