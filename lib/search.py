@@ -252,6 +252,7 @@ def _run_stages(
     chance = (np.bincount(y_val).max() / len(y_val), len(y_val))
     space, records, stage_summaries, earlier, best = sweep.space, [], [], [], None
     searched_space = space
+    searched = len(sweep.stages) - int(bool(sweep.replicas))  # stages that search
     for index, (num, num_epochs) in enumerate(sweep.stages):
         interrupt.check()
         replicate = sweep.replicas and index == len(sweep.stages) - 1
@@ -267,7 +268,6 @@ def _run_stages(
         seconds = time.perf_counter() - t0
         records += stage_records
         earlier.append([(r["hparams"], r["value"], stage.dists) for r in stage_records])
-        searched = len(sweep.stages) - int(bool(sweep.replicas))  # stages that search
         # Replicas' spread is the seeds', not the space's; a default range that a later
         # stage extends is no border to warn of.
         skip = stage.space if replicate else sweep.extendable if index + 1 < searched else ()
@@ -348,7 +348,8 @@ def _evaluate_best(
         test_acc,
         best["hparams"],
     )
-    keys = ("hparams", "val_accuracy", "train_accuracy", "stage", "trial", "seed", "num_epochs")
+    keys = ("hparams", "val_accuracy", "train_accuracy", "stage", "trial", "slot", "seed")
+    keys += ("num_epochs",)
     return {
         "best": {k: best[k] for k in keys},
         "train_accuracy": best["train_accuracy"],

@@ -89,7 +89,7 @@ def run_tune(config: Any, workdir: str) -> dict[str, Any]:
     plots.ensemble_members(result, os.path.join(workdir, "ensemble.png"))
     summary["best"] = {
         **(summary.get("best") or {}),
-        **_best_model(workdir, summary, sweep, records),
+        **_best_model(workdir, summary, sweep),
     }
     summary = _summary(summary, result, top, sweep, config, notes, start)
     metrics.write_json(os.path.join(workdir, "summary.json"), summary)
@@ -210,11 +210,11 @@ def _retrain(r: dict, setup: settings.Setup, sweep: search.Sweep) -> dict:
     return {"params": sharding.trial_params(state, 0), "ema": ema}
 
 
-def _best_model(workdir: str, summary: dict, sweep: search.Sweep, records) -> dict:
+def _best_model(workdir: str, summary: dict, sweep: search.Sweep) -> dict:
     """curves.png and the weight figure of the best model when it is kept; the val and test
     accuracy of its weights' running average when it has one (the summary's ``ema``)."""
     best = summary.get("best")
-    kept = best and read_member(workdir, best["stage"], _slot_of(records, best))
+    kept = best and read_member(workdir, best["stage"], best["slot"])
     if not kept:
         return {}
     params, history = kept["params"], kept["history"]
@@ -238,22 +238,12 @@ def _best_model(workdir: str, summary: dict, sweep: search.Sweep, records) -> di
     }
 
 
-def _slot_of(records: Sequence[dict], best: dict) -> int:
-    return next(
-        r["slot"] for r in records if (r["stage"], r["trial"]) == (best["stage"], best["trial"])
-    )
-
-
 def _summary(summary, result, top, sweep, config, notes, start) -> dict[str, Any]:
     """The sweep's summary with the job's entries."""
-    best_member = result["best_member"]
     ens = {
-        **{k: result[k] for k in ("members", "ensemble", "combine", "size", "mean_member")},
+        **result,  # lib.ensemble.evaluate's members, ensemble, best and mean member, gains
         "val_accuracy": result["ensemble"]["val_accuracy"],
         "test_accuracy": result["ensemble"]["test_accuracy"],
-        "best_member": best_member,
-        "gain_over_best": result["gain_over_best"],
-        "gain_over_mean": result["gain_over_mean"],
         "members_from": _members_from(top, sweep),
         "origin": [
             {

@@ -20,8 +20,17 @@ WAIT_S = 120  # no subprocess is ever waited for longer
 JOINED = "joined a multi-process run"  # the line each process logs when it joins
 
 
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.kill()
+        p.wait(timeout=WAIT_S)
+
+
 class ProcessTestCase(absltest.TestCase):
-    """A folder per test class (``dir``) for the processes' workdirs and output."""
+    """A folder per test class (``dir``) for the processes' workdirs and output; a class's
+    process started in ``setUpClass`` (``reference_proc``) is stopped when the class ends."""
+
+    reference_proc: subprocess.Popen | None = None
 
     @classmethod
     def setUpClass(cls):
@@ -30,6 +39,8 @@ class ProcessTestCase(absltest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        if cls.reference_proc is not None:
+            _stop(cls.reference_proc)
         shutil.rmtree(cls.dir, ignore_errors=True)
         super().tearDownClass()
 
@@ -39,9 +50,7 @@ class ProcessTestCase(absltest.TestCase):
 
     def tearDown(self):
         for p in self.procs:  # only this test's
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=WAIT_S)
+            _stop(p)
         super().tearDown()
 
     @classmethod

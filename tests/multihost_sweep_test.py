@@ -56,13 +56,6 @@ class MultiProcessSweepTest(multihost.ProcessTestCase):
         cls.reference_proc = cls._launch(cls.reference, "reference", devices=4)
 
     @classmethod
-    def tearDownClass(cls):
-        if cls.reference_proc.poll() is None:
-            cls.reference_proc.kill()
-            cls.reference_proc.wait(timeout=multihost.WAIT_S)
-        super().tearDownClass()
-
-    @classmethod
     def _launch(cls, workdir: str, name: str, devices: int = 2, **env) -> subprocess.Popen:
         """The small sweep into ``workdir``; its stderr goes to ``<name>.log``."""
         return cls.launch(

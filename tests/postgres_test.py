@@ -163,13 +163,6 @@ class PostgresSweepTest(multihost.ProcessTestCase):
             "reference", "experiments.sweep", (f"--workdir={cls.reference}", *SWEEP_FLAGS), 1
         )
 
-    @classmethod
-    def tearDownClass(cls):
-        if cls.reference_proc.poll() is None:
-            cls.reference_proc.kill()
-            cls.reference_proc.wait(timeout=multihost.WAIT_S)
-        super().tearDownClass()
-
     def _worker(self, name: str, url: str, *flags: str) -> subprocess.Popen:
         args = (f"--workdir={os.path.join(self.dir, name)}", *SWEEP_FLAGS, *flags)
         args = (*args, f"--config.search.storage={url}")
